@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Added latency of the gateway: the same non-streaming request direct to a fake provider and through
+the gateway under gunicorn, at several concurrencies. Bounded: a fixed number of requests per step.
+
+    python bench/latency.py [--requests 2000] [--concurrency 1,16] [--workers 2] [--threads 64]
+
+Everything runs on 127.0.0.1; the fake provider is the test suite's (tests/fake_provider.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import Gunicorn  # noqa: E402
+from tests.fake_provider import FakeProvider  # noqa: E402
+
+BODY = {"model": "gpt-4o-mini", "input": "Say hello in one short sentence.", "store": False}
+HEADERS = {"Authorization": "Bearer sk-bench", "x-portkey-provider": "openai"}
+
+
+def run_step(url: str, concurrency: int, total: int) -> list[float]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    per_worker = total // concurrency
+
+    def worker() -> None:
+        session = requests.Session()
+        mine = []
+        for _ in range(per_worker):
+            t0 = time.perf_counter()
+            resp = session.post(url, json=BODY, headers=HEADERS, timeout=30)
+            mine.append(time.perf_counter() - t0)
+            if resp.status_code != 200:
+                raise RuntimeError(f"{url}: HTTP {resp.status_code} {resp.text[:200]}")
+        with lock:
+            latencies.extend(mine)
+
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        for f in [pool.submit(worker) for _ in range(concurrency)]:
+            f.result()
+    return latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", default="1,16")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=64)
+    args = parser.parse_args()
+
+    fake = FakeProvider().start()
+    store = f"/tmp/gateway-bench-{os.getpid()}.sqlite3"
+    gw = Gunicorn(
+        {"GATEWAY_PROVIDERS__OPENAI__BASE_URL": fake.url, "GATEWAY_STORE_URL": f"sqlite:///{store}"},
+        workers=args.workers,
+        threads=args.threads,
+    )
+    try:
+        targets = {"direct": fake.url + "/responses", "gateway": gw.url + "/v1/responses"}
+        print(f"{args.requests} requests per step, gunicorn {args.workers} workers x {args.threads} threads")
+        print("| c | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 / p99 ms | gateway req/s |")
+        print("|---|---|---|---|---|")
+        for c in [int(x) for x in args.concurrency.split(",")]:
+            for url in targets.values():
+                run_step(url, c, min(200, args.requests))  # warm-up: pools, imports, caches
+            results = {}
+            for name, url in targets.items():
+                t0 = time.perf_counter()
+                lat = run_step(url, c, args.requests)
+                results[name] = (pct(lat, 0.5), pct(lat, 0.99), len(lat) / (time.perf_counter() - t0))
+            d, g = results["direct"], results["gateway"]
+            print(
+                f"| {c} | {d[0]:.2f} / {d[1]:.2f} | {g[0]:.2f} / {g[1]:.2f} | "
+                f"+{g[0] - d[0]:.2f} / +{g[1] - d[1]:.2f} | {g[2]:.0f} |"
+            )
+    finally:
+        gw.stop()
+        fake.stop()
+        for suffix in ("", "-wal", "-shm"):
+            Path(store + suffix).unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The four Responses API endpoints. Views validate, call one relay function, and return."""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+from flask import Blueprint, Response, request
+
+from .. import relay
+from ..errors import GatewayError, InvalidRequest
+from ..schemas import validate
+from ..schemas.responses import CreateResponseSchema, InputItemsQuerySchema, RetrieveQuerySchema, query_dict
+from ..services import current_services
+from . import to_response
+
+bp = Blueprint("responses", __name__, url_prefix="/v1")
+
+_create_schema = CreateResponseSchema()
+_retrieve_schema = RetrieveQuerySchema()
+_items_schema = InputItemsQuerySchema()
+# Ids go into provider URL paths: no slashes, and never a bare "." or "..".
+_RESPONSE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.:-]{0,255}$")
+
+
+def _json_body() -> tuple[dict, bytes]:
+    """The request body as a JSON object, and its bytes. 400/413/415 for anything else."""
+    mimetype = request.mimetype
+    if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise GatewayError(
+            f"Content-Type must be application/json, not {mimetype}.", status=415, code="unsupported_media_type"
+        )
+    raw = request.get_data(cache=False)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON ({exc.msg}).", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return body, raw
+
+
+def _response_id(response_id: str) -> str:
+    if not _RESPONSE_ID.match(response_id):
+        raise InvalidRequest(f"Invalid response id '{response_id[:64]}'.", param="response_id")
+    return response_id
+
+
+@bp.post("/responses")
+def create() -> Response:
+    svc = current_services()
+    body, raw = _json_body()
+    validate(_create_schema, body)
+    caller = svc.auth.caller(request.headers)
+    reply, target = relay.create(svc, caller, request.headers, body, raw)
+    return to_response(reply, target.provider.name)
+
+
+@bp.get("/responses/<response_id>")
+def retrieve(response_id: str) -> Response:
+    svc = current_services()
+    query = validate(_retrieve_schema, query_dict(request.args))
+    caller = svc.auth.caller(request.headers)
+    reply, target = relay.retrieve(svc, caller, request.headers, _response_id(response_id), query)
+    return to_response(reply, target.provider.name)
+
+
+@bp.delete("/responses/<response_id>")
+def delete(response_id: str) -> Response:
+    svc = current_services()
+    caller = svc.auth.caller(request.headers)
+    reply, target = relay.delete(svc, caller, request.headers, _response_id(response_id))
+    return to_response(reply, target.provider.name)
+
+
+@bp.get("/responses/<response_id>/input_items")
+def input_items(response_id: str) -> Response:
+    svc = current_services()
+    query = validate(_items_schema, query_dict(request.args))
+    caller = svc.auth.caller(request.headers)
+    reply, target = relay.input_items(svc, caller, request.headers, _response_id(response_id), query)
+    return to_response(reply, target.provider.name)

@@ -1,0 +1,159 @@
+"""Settings, read once in layers: defaults < TOML file named by GATEWAY_CONFIG < GATEWAY_* env < mapping.
+
+This is the only module that reads ``os.environ``; everything else receives plain values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from typing import Any
+
+ENV_PREFIX = "GATEWAY_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value of the wrong type or shape."""
+
+
+def _setting(default: Any, doc: str) -> Any:
+    if isinstance(default, dict | list):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
+    return dataclasses.field(default=default, metadata={"doc": doc})
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every setting of the gateway, with its default. The README's table is generated from these docs."""
+
+    bind: str = _setting("127.0.0.1:8787", "gunicorn listen address (`--bind` on the command line wins)")
+    workers: int = _setting(2, "gunicorn worker processes")
+    threads: int = _setting(64, "threads per worker (gthread); each open stream holds one")
+    worker_timeout: int = _setting(60, "gunicorn worker heartbeat timeout, seconds")
+    graceful_timeout: int = _setting(30, "seconds open requests and streams get to finish on SIGTERM")
+    max_body_bytes: int = _setting(16 * 1024 * 1024, "largest request body accepted (413 above it)")
+    allow_provider_keys: bool = _setting(
+        True, "accept a caller's own provider key and forward it upstream (else only gateway keys)"
+    )
+    key_salt: str = _setting(
+        "", "secret salt for tenant digests of provider keys; empty: generated once and kept in the store"
+    )
+    upstream_connect_timeout: float = _setting(5.0, "seconds to connect to a provider")
+    upstream_read_timeout: float = _setting(600.0, "seconds a provider may stay silent (per read, also mid-stream)")
+    upstream_pool_size: int = _setting(4, "keep-alive connections per provider host in each thread's pool")
+    upstream_trust_env: bool = _setting(False, "honour HTTP(S)_PROXY and netrc from the environment")
+    store_url: str = _setting("sqlite:///gateway.sqlite3", "SQLAlchemy URL of the response store")
+    retention: str = _setting("", "default age for `gateway purge` (e.g. `30d`, `12h`); empty: keep forever")
+    log_level: str = _setting("INFO", "log level of the `gateway` logger")
+    providers: dict = _setting(
+        {}, "`[providers.NAME]` tables: add a provider or override a built-in one (`base_url`, `api`, `auth`…)"
+    )
+    keys: dict = _setting(
+        {}, '`[keys.NAME]` gateway keys: `digest = "sha256:<hex>"` and `[keys.NAME.providers.P] api_key = …`'
+    )
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings from every layer.
+
+        Raises SettingsError for an unknown setting or a value of the wrong type.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        path = environ.get(ENV_PREFIX + "CONFIG")
+        if path:
+            with open(path, "rb") as fh:
+                _merge(values, tomllib.load(fh))
+        _merge(values, _from_env(environ))
+        if overrides:
+            _merge(values, dict(overrides))
+        return cls._build(values)
+
+    @classmethod
+    def _build(cls, values: dict[str, Any]) -> Settings:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
+        kwargs = {}
+        for name, value in values.items():
+            kwargs[name] = _coerce(name, value, fields[name].type)
+        return cls(**kwargs)
+
+    @classmethod
+    def documented(cls) -> list[tuple[str, Any, str]]:
+        """(name, default, doc) for every setting, for the README."""
+        out = []
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            out.append((f.name, default, f.metadata["doc"]))
+        return out
+
+
+def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    """Deep-merge ``new`` into ``into``: tables merge key by key, other values replace."""
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        elif isinstance(value, Mapping):
+            into[key] = {}
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """GATEWAY_X=1 sets ``x``; GATEWAY_PROVIDERS__OPENAI__BASE_URL=… sets a nested key, as Flask does.
+
+    Values are parsed as JSON where they parse, else kept as strings. Provider and key names may hold
+    dashes in TOML (``azure-openai``) but not in environment names, so ``_`` there means ``-``.
+    """
+    out: dict[str, Any] = {}
+    for key in sorted(environ):
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        if len(path) > 1 and path[0] in ("providers", "keys"):
+            path[1] = path[1].replace("_", "-")
+        try:
+            value: Any = json.loads(environ[key])
+        except ValueError:
+            value = environ[key]
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def _coerce(name: str, value: Any, kind: str) -> Any:
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise SettingsError(f"setting {name!r} must be true or false, not {value!r}")
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise SettingsError(f"setting {name!r} must be an integer, not {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise SettingsError(f"setting {name!r} must be an integer, not {value!r}") from None
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise SettingsError(f"setting {name!r} must be a number, not {value!r}")
+        try:
+            return float(value)
+        except ValueError:
+            raise SettingsError(f"setting {name!r} must be a number, not {value!r}") from None
+    if kind == "dict":
+        if not isinstance(value, dict):
+            raise SettingsError(f"setting {name!r} must be a table, not {value!r}")
+        return value
+    if not isinstance(value, str):
+        return str(value)
+    return value

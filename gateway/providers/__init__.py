@@ -1,0 +1,94 @@
+"""The provider catalogue as data: built-in entries from catalogue.toml, merged with the settings' tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from importlib import resources
+from typing import Any
+
+API_KINDS = ("responses", "chat")
+_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+
+class CatalogueError(ValueError):
+    """A provider entry is incomplete or malformed (a configuration mistake, found at start-up)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Provider:
+    """One provider: where it lives, which API it speaks and how it takes a key."""
+
+    name: str
+    base_url: str
+    api: str
+    auth_header: str = "Authorization"
+    auth_prefix: str = "Bearer "
+    key_required: bool = True
+    query: dict[str, str] = dataclasses.field(default_factory=dict)
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    # A key the operator configured for this provider, used for gateway-key callers without their own.
+    api_key: str | None = dataclasses.field(default=None, repr=False)
+    # Why the entry cannot be used yet (an unfilled placeholder); None when usable.
+    unconfigured: str | None = None
+
+    @property
+    def native(self) -> bool:
+        return self.api == "responses"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def auth_headers(self, api_key: str | None) -> dict[str, str]:
+        headers = dict(self.headers)
+        if api_key:
+            headers[self.auth_header] = self.auth_prefix + api_key
+        return headers
+
+
+def _build(name: str, entry: dict[str, Any]) -> Provider:
+    fields = {f.name for f in dataclasses.fields(Provider)} - {"name", "unconfigured"}
+    known = {k: v for k, v in entry.items() if k in fields}
+    extra = {k: v for k, v in entry.items() if k not in fields}
+    for required in ("base_url", "api"):
+        if not isinstance(known.get(required), str) or not known[required]:
+            raise CatalogueError(f"provider {name!r} needs a string {required!r}")
+    if known["api"] not in API_KINDS:
+        raise CatalogueError(f"provider {name!r}: api must be one of {', '.join(API_KINDS)}, not {known['api']!r}")
+    for table in ("query", "headers"):
+        if not isinstance(known.get(table, {}), dict):
+            raise CatalogueError(f"provider {name!r}: {table!r} must be a table")
+    base_url = known["base_url"].rstrip("/")
+    missing = [p for p in _PLACEHOLDER.findall(base_url) if not isinstance(extra.get(p), str)]
+    unconfigured = None
+    if missing:
+        unconfigured = (
+            f"Provider '{name}' is not configured: set "
+            + ", ".join(f"providers.{name}.{p}" for p in missing)
+            + " in the gateway settings."
+        )
+    else:
+        base_url = _PLACEHOLDER.sub(lambda m: extra[m.group(1)], base_url)
+    if not base_url.startswith(("http://", "https://")):
+        raise CatalogueError(f"provider {name!r}: base_url must be an http(s) URL")
+    known["base_url"] = base_url
+    return Provider(name=name, unconfigured=unconfigured, **known)
+
+
+class Catalogue:
+    """Every known provider by name."""
+
+    def __init__(self, overrides: dict[str, Any] | None = None):
+        raw = tomllib.loads(resources.files(__package__).joinpath("catalogue.toml").read_text("utf-8"))
+        for name, entry in (overrides or {}).items():
+            if not isinstance(entry, dict):
+                raise CatalogueError(f"providers.{name} must be a table")
+            raw[name] = {**raw.get(name, {}), **entry}
+        self._providers = {name: _build(name, entry) for name, entry in raw.items()}
+
+    def get(self, name: str) -> Provider | None:
+        return self._providers.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._providers)

@@ -1,0 +1,118 @@
+"""Schemas of the Responses API: the create body and the query strings of the read endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, validate, validates, validates_schema
+from marshmallow import fields as mfields
+
+from . import fields as f
+
+_NULLABLE = {"allow_none": True}
+
+
+class CreateResponseSchema(Schema):
+    """``POST /v1/responses``. Known fields are checked by type; the rest is kept.
+
+    Unknown fields are INCLUDEd and forwarded untouched: the API grows faster than the gateway, and a
+    field the gateway has never heard of must still reach a provider that knows it.
+    """
+
+    class Meta:
+        unknown = INCLUDE
+
+    model = f.String(required=True, validate=validate.Length(min=1, error="must not be empty."))
+    input = f.Typed(str, list)
+    previous_response_id = f.String(**_NULLABLE, validate=validate.Length(min=1, max=256))
+    instructions = f.String(**_NULLABLE)
+    conversation = f.Typed(str, dict, **_NULLABLE)
+    tools = mfields.List(f.Object())
+    tool_choice = f.Typed(str, dict)
+    stream = f.Boolean(**_NULLABLE)
+    store = f.Boolean(**_NULLABLE)
+    background = f.Boolean(**_NULLABLE)
+    parallel_tool_calls = f.Boolean(**_NULLABLE)
+    max_output_tokens = f.Integer(**_NULLABLE, validate=validate.Range(min=1, error="must be a positive integer."))
+    max_tool_calls = f.Integer(**_NULLABLE, validate=validate.Range(min=1, error="must be a positive integer."))
+    temperature = f.Number(**_NULLABLE, validate=validate.Range(min=0, max=2))
+    top_p = f.Number(**_NULLABLE, validate=validate.Range(min=0, max=1))
+    top_logprobs = f.Integer(**_NULLABLE, validate=validate.Range(min=0, max=20))
+    truncation = f.String(**_NULLABLE, validate=validate.OneOf(["auto", "disabled"]))
+    text = f.Object(**_NULLABLE)
+    reasoning = f.Object(**_NULLABLE)
+    metadata = mfields.Dict(
+        keys=f.String(validate=validate.Length(max=64)),
+        values=f.String(validate=validate.Length(max=512)),
+        **_NULLABLE,
+    )
+    include = mfields.List(f.String(), **_NULLABLE)
+    user = f.String(**_NULLABLE)
+    safety_identifier = f.String(**_NULLABLE, validate=validate.Length(max=64))
+    prompt_cache_key = f.String(**_NULLABLE)
+    service_tier = f.String(**_NULLABLE)
+    stream_options = f.Object(**_NULLABLE)
+    prompt = f.Object(**_NULLABLE)
+
+    @validates("input")
+    def _input_items(self, value: Any, **kwargs: Any) -> None:
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if not isinstance(item, dict):
+                    raise ValidationError({i: ["expected an object (an input item)."]})
+
+    @validates("metadata")
+    def _metadata_size(self, value: Any, **kwargs: Any) -> None:
+        if value is not None and len(value) > 16:
+            raise ValidationError("at most 16 key-value pairs.")
+
+    @validates_schema
+    def _input_or_context(self, data: dict, **kwargs: Any) -> None:
+        if data.get("input") is None and not any(
+            data.get(k) for k in ("previous_response_id", "conversation", "prompt")
+        ):
+            raise ValidationError("Missing data for required field.", "input")
+        if data.get("previous_response_id") and data.get("conversation"):
+            raise ValidationError(
+                "previous_response_id and conversation cannot be used together.", "previous_response_id"
+            )
+
+
+class _ReadQuery(Schema):
+    """Query strings of the read endpoints. Unknown parameters are refused: a typo must not pass silently.
+
+    ``beta`` is accepted and ignored: newer SDKs add ``?beta=true`` to every Responses path.
+    """
+
+    class Meta:
+        unknown = RAISE
+
+    include = mfields.List(mfields.String())
+    beta = mfields.String()
+
+
+class RetrieveQuerySchema(_ReadQuery):
+    stream = mfields.Boolean()
+    starting_after = mfields.Integer(validate=validate.Range(min=0))
+    include_obfuscation = mfields.Boolean()
+
+
+class InputItemsQuerySchema(_ReadQuery):
+    limit = mfields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    order = mfields.String(load_default="desc", validate=validate.OneOf(["asc", "desc"]))
+    after = mfields.String(validate=validate.Length(min=1, max=256))
+    # Removed from the SDK in v1.101.0, still sent by older clients: accepted, not used.
+    before = mfields.String()
+
+
+def query_dict(args: Any) -> dict[str, Any]:
+    """Werkzeug's MultiDict -> plain dict: ``include[]`` and repeated ``include`` become one list."""
+    out: dict[str, Any] = {}
+    for key in args:
+        values = args.getlist(key)
+        name = key[:-2] if key.endswith("[]") else key
+        if name == "include":
+            out.setdefault("include", []).extend(values)
+        else:
+            out[name] = values[-1]
+    return out

@@ -1,0 +1,43 @@
+"""The app-wide components, built once per app and reached through ``current_services()``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from flask import Flask, current_app
+
+from .auth import Authenticator
+from .config import Settings
+from .providers import Catalogue
+from .upstream import Upstream
+
+EXTENSION = "gateway"
+
+
+@dataclasses.dataclass(frozen=True)
+class Services:
+    settings: Settings
+    catalogue: Catalogue
+    upstream: Upstream
+    auth: Authenticator
+
+
+def init_app(app: Flask, settings: Settings) -> Services:
+    svc = Services(
+        settings=settings,
+        catalogue=Catalogue(settings.providers),
+        upstream=Upstream(
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_read_timeout,
+            pool_size=settings.upstream_pool_size,
+            trust_env=settings.upstream_trust_env,
+            max_response_bytes=settings.max_body_bytes,
+        ),
+        auth=Authenticator(settings.keys, allow_provider_keys=settings.allow_provider_keys, salt=settings.key_salt),
+    )
+    app.extensions[EXTENSION] = svc
+    return svc
+
+
+def current_services() -> Services:
+    return current_app.extensions[EXTENSION]

@@ -1,0 +1,148 @@
+"""The only module that talks HTTP to providers: one pooled requests.Session per worker thread.
+
+Every requests/urllib3 exception is translated here into a GatewayError (timeout 504, anything else 502),
+including those raised while a streamed body is being read.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .errors import UpstreamError, UpstreamTimeout
+
+USER_AGENT = "ai-gateway/0.1"
+
+
+class UpstreamResponse:
+    """A provider's answer: status and headers at once, the body read on demand and bounded."""
+
+    def __init__(self, resp: requests.Response, provider: str, max_bytes: int):
+        self._resp = resp
+        self.provider = provider
+        self.status = resp.status_code
+        self.headers = resp.headers
+        self._max_bytes = max_bytes
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+
+    def read(self) -> bytes:
+        """The whole body; UpstreamError when it is larger than the limit or the connection breaks."""
+        parts = []
+        size = 0
+        for chunk in self.iter_chunks():
+            size += len(chunk)
+            if size > self._max_bytes:
+                self.close()
+                raise UpstreamError(
+                    f"The provider '{self.provider}' sent a body larger than {self._max_bytes} bytes.",
+                    code="upstream_body_too_large",
+                )
+            parts.append(chunk)
+        self.close()
+        return b"".join(parts)
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        """Body bytes as they arrive (no waiting for a full buffer: SSE must not be delayed)."""
+        raw = self._resp.raw
+        try:
+            if raw.chunked and raw.supports_chunked_reads():
+                yield from raw.read_chunked(65536, decode_content=True)
+            else:
+                # read() would block until 64 KiB or EOF; read1 returns whatever one recv brings.
+                while data := raw.read1(65536, decode_content=True):
+                    yield data
+        except Exception as exc:  # urllib3 raises its own family here, not requests'
+            raise _translate(exc, self.provider) from None
+
+    def close(self) -> None:
+        self._resp.close()
+
+
+class Upstream:
+    """Builds and holds the per-thread sessions; the one door to every provider."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        pool_size: int,
+        trust_env: bool,
+        max_response_bytes: int,
+    ):
+        self.timeout = (connect_timeout, read_timeout)
+        self.pool_size = pool_size
+        self.trust_env = trust_env
+        self.max_response_bytes = max_response_bytes
+        self._local = threading.local()
+
+    def session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            # Proxies and netrc from the environment are opt-in: a gateway's egress should be explicit.
+            session.trust_env = self.trust_env
+            # requests retries nothing by default; retries are the routing policy's job, not the adapter's.
+            adapter = HTTPAdapter(pool_connections=8, pool_maxsize=self.pool_size, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers["User-Agent"] = USER_AGENT
+            self._local.session = session
+        return session
+
+    def request(
+        self,
+        provider: str,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Any = None,
+        body: bytes | None = None,
+        timeout: tuple[float, float] | None = None,
+    ) -> UpstreamResponse:
+        """Send one request and return once the status line and headers are in.
+
+        Raises UpstreamTimeout (504) or UpstreamError (502) when the provider cannot be reached, and
+        UpstreamError when it answers with a redirect: redirects are never followed, so a provider can
+        never send the gateway (and the caller's key) to a host the operator did not configure.
+        """
+        try:
+            resp = self.session().request(
+                method,
+                url,
+                headers=headers,
+                params=params,
+                data=body,
+                stream=True,
+                allow_redirects=False,
+                timeout=timeout or self.timeout,
+            )
+        except Exception as exc:
+            raise _translate(exc, provider) from None
+        if resp.is_redirect:
+            resp.close()
+            raise UpstreamError(
+                f"The provider '{provider}' answered with a redirect ({resp.status_code}), which the gateway "
+                "does not follow.",
+                code="upstream_redirect",
+            )
+        return UpstreamResponse(resp, provider, self.max_response_bytes)
+
+
+def _translate(exc: Exception, provider: str) -> Exception:
+    """requests' and urllib3's exceptions -> the gateway's; anything else unchanged."""
+    import urllib3.exceptions as u3
+
+    if isinstance(exc, requests.Timeout | u3.TimeoutError):
+        return UpstreamTimeout(f"The provider '{provider}' did not answer in time.")
+    if isinstance(exc, requests.ConnectionError | u3.HTTPError | requests.RequestException | OSError):
+        return UpstreamError(f"The provider '{provider}' could not be reached or broke the connection.")
+    return exc

@@ -1,0 +1,127 @@
+"""Fixtures: a fake provider on 127.0.0.1, settings -> app -> client, and the gateway under gunicorn."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from gateway import create_app
+from tests.fake_provider import FakeProvider
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "sk-test-provider-key"
+
+
+@pytest.fixture(scope="session")
+def fake():
+    provider = FakeProvider().start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fake(request):
+    if "fake" in request.fixturenames:
+        request.getfixturevalue("fake").reset()
+
+
+@pytest.fixture
+def settings(fake, tmp_path):
+    return {
+        "providers": {"openai": {"base_url": fake.url}},
+        "store_url": f"sqlite:///{tmp_path / 'store.sqlite3'}",
+        "key_salt": "test-salt",
+    }
+
+
+@pytest.fixture
+def app(settings):
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def headers():
+    return {"Authorization": f"Bearer {KEY}", "x-portkey-provider": "openai"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gunicorn:
+    """The gateway as users run it: ``gunicorn -c gunicorn.conf.py wsgi:app`` in a subprocess."""
+
+    def __init__(self, env: dict[str, str], workers: int = 2, threads: int = 16):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        full_env.update(env)
+        full_env.update({"GATEWAY_WORKERS": str(workers), "GATEWAY_THREADS": str(threads)})
+        # A file, not a pipe: nobody reads a pipe while tests run, and a full one would block gunicorn.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server, closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{self.port}", "wsgi:app"],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("gunicorn exited:\n" + self.output())
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("gunicorn did not become healthy in 30 s")
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", "replace")
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        out = self.output()
+        self.log.close()
+        return out
+
+
+@pytest.fixture(scope="session")
+def gateway_env(fake, tmp_path_factory):
+    store = tmp_path_factory.mktemp("store") / "gateway.sqlite3"
+    return {
+        "GATEWAY_PROVIDERS__OPENAI__BASE_URL": fake.url,
+        "GATEWAY_STORE_URL": f"sqlite:///{store}",
+        "GATEWAY_KEY_SALT": "test-salt",
+    }
+
+
+@pytest.fixture(scope="session")
+def gateway(gateway_env):
+    server = Gunicorn(gateway_env)
+    yield server
+    server.stop()
