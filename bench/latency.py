@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
-import statistics
 import sys
 import threading
 import time

@@ -55,7 +55,7 @@ class AuthenticationError(GatewayError):
 
 class NotFound(GatewayError):
     status = 404
-    code = "not_found"
+    code = None  # as the OpenAI API answers: no code, no param
 
 
 class UpstreamError(GatewayError):
@@ -77,7 +77,7 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
 
 def not_found_response(response_id: str) -> NotFound:
     """The one 404 for a response that does not exist or belongs to another key: the two must not differ."""
-    return NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+    return NotFound(f"Response with id '{response_id}' not found.")
 
 
 def _render(body: dict, status: int, headers: dict[str, str] | None = None) -> Response:

@@ -9,6 +9,7 @@ from flask import Flask, current_app
 from .auth import Authenticator
 from .config import Settings
 from .providers import Catalogue
+from .store import Store
 from .upstream import Upstream
 
 EXTENSION = "gateway"
@@ -20,9 +21,14 @@ class Services:
     catalogue: Catalogue
     upstream: Upstream
     auth: Authenticator
+    store: Store
 
 
 def init_app(app: Flask, settings: Settings) -> Services:
+    store = Store(settings.store_url)
+    store.migrate()
+    # Tenant digests must agree across workers and hosts and survive restarts: one salt, kept in the store.
+    salt = settings.key_salt or store.secret("key_salt")
     svc = Services(
         settings=settings,
         catalogue=Catalogue(settings.providers),
@@ -33,7 +39,8 @@ def init_app(app: Flask, settings: Settings) -> Services:
             trust_env=settings.upstream_trust_env,
             max_response_bytes=settings.max_body_bytes,
         ),
-        auth=Authenticator(settings.keys, allow_provider_keys=settings.allow_provider_keys, salt=settings.key_salt),
+        auth=Authenticator(settings.keys, allow_provider_keys=settings.allow_provider_keys, salt=salt),
+        store=store,
     )
     app.extensions[EXTENSION] = svc
     return svc

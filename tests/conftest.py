@@ -125,3 +125,42 @@ def gateway(gateway_env):
     server = Gunicorn(gateway_env)
     yield server
     server.stop()
+
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def pg_schema():
+    """A schema of our own in the shared `test` database, dropped at the end: other runs are left alone.
+
+    PostgreSQL is required: when it is missing these tests fail, they are not skipped.
+    """
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"gw_test_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+    yield f"{PG_URL}?options=-csearch_path%3D{name}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    url = request.getfixturevalue("pg_schema")
+    import sqlalchemy as sa
+
+    from gateway.store.tables import metadata
+
+    # Each test starts from empty tables in the session's schema.
+    engine = sa.create_engine(url)
+    metadata.drop_all(engine)
+    engine.dispose()
+    return url

@@ -1,0 +1,286 @@
+"""The response store (SQLAlchemy Core): SQLite by default, PostgreSQL for several hosts, one code path."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+from .tables import INPUT, OUTPUT, SCHEMA_VERSION, items, meta, metadata, responses
+
+# Prefixes for the ids the gateway mints for input items that arrive without one.
+_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+MAX_CHAIN = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredResponse:
+    id: str
+    tenant: str
+    provider: str
+    mode: str
+    previous_response_id: str | None
+    created_at: float
+    body: dict
+
+
+def mint_item_id(item: dict) -> str:
+    return f"{_ID_PREFIX.get(item.get('type', 'message'), 'item')}_{uuid.uuid4().hex}"
+
+
+def input_items_of(request_input: Any, *, mint: bool = True) -> list[dict]:
+    """A request's ``input`` as a list of items, each with an id (minted where missing, if ``mint``)."""
+    if request_input is None:
+        return []
+    if isinstance(request_input, str):
+        raw = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": request_input}]}]
+    else:
+        raw = [dict(item) for item in request_input]
+    for item in raw:
+        item.setdefault("type", "message")
+        if mint and (not isinstance(item.get("id"), str) or not item["id"]):
+            item["id"] = mint_item_id(item)
+    return raw
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets readers and one writer work at once across gunicorn workers; busy_timeout makes a writer
+    # wait for the lock instead of failing; NORMAL sync is durable across process crashes in WAL mode.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=False)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=True)
+
+
+class Store:
+    """Every response the gateway relayed, with its owner, provider and items."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+
+    # ------------------------------------------------------------------ schema
+    def migrate(self) -> None:
+        """Create or upgrade the schema; safe to run from several processes at once."""
+        for attempt in range(5):
+            try:
+                with self.engine.begin() as conn:
+                    if conn.dialect.name == "postgresql":
+                        # Serialise concurrent start-ups: CREATE TABLE IF NOT EXISTS still races in PostgreSQL.
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(7251013)"))
+                    metadata.create_all(conn)
+                    self._set_default(conn, "schema_version", str(SCHEMA_VERSION))
+                return
+            except (OperationalError, ProgrammingError, IntegrityError):
+                # Another process created the same table between our check and our CREATE (SQLite).
+                if attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _set_default(self, conn: sa.Connection, key: str, value: str) -> str:
+        row = conn.execute(sa.select(meta.c.value).where(meta.c.key == key)).first()
+        if row is not None:
+            return row[0]
+        conn.execute(meta.insert().values(key=key, value=value))
+        return value
+
+    def secret(self, name: str) -> str:
+        """A random secret made once and kept in the store, the same for every process sharing it."""
+        for _ in range(3):
+            try:
+                with self.engine.begin() as conn:
+                    return self._set_default(conn, name, secrets.token_hex(32))
+            except IntegrityError:
+                continue  # another process inserted it first: read theirs
+        raise RuntimeError(f"could not read or create the store secret {name!r}")
+
+    # ------------------------------------------------------------------ writes
+    def record(
+        self,
+        *,
+        tenant: str,
+        provider: str,
+        mode: str,
+        response: dict,
+        input_items: list[dict],
+    ) -> None:
+        """Keep a response and its items (input then output) in one transaction."""
+        output = [item for item in response.get("output") or [] if isinstance(item, dict)]
+        rows = [
+            {
+                "response_id": response["id"],
+                "kind": INPUT,
+                "position": i,
+                "item_id": item["id"],
+                "body": orjson.dumps(item).decode(),
+            }
+            for i, item in enumerate(input_items)
+        ]
+        for i, item in enumerate(output):
+            item_id = item.get("id") if isinstance(item.get("id"), str) else mint_item_id(item)
+            rows.append(
+                {
+                    "response_id": response["id"],
+                    "kind": OUTPUT,
+                    "position": i,
+                    "item_id": item_id,
+                    "body": orjson.dumps(item).decode(),
+                }
+            )
+        created = response.get("created_at")
+        with self.engine.begin() as conn:
+            conn.execute(
+                responses.insert().values(
+                    id=response["id"],
+                    tenant=tenant,
+                    provider=provider,
+                    mode=mode,
+                    model=str(response.get("model") or "")[:256],
+                    status=str(response.get("status") or "")[:32],
+                    previous_response_id=response.get("previous_response_id"),
+                    created_at=float(created) if isinstance(created, int | float) else time.time(),
+                    body=orjson.dumps(response).decode(),
+                )
+            )
+            if rows:
+                conn.execute(items.insert(), rows)
+
+    def delete(self, tenant: str, response_id: str) -> bool:
+        """Remove a response and its items; False when this tenant has no such response."""
+        with self.engine.begin() as conn:
+            deleted = conn.execute(
+                responses.delete().where(responses.c.id == response_id, responses.c.tenant == tenant)
+            ).rowcount
+            if deleted:
+                conn.execute(items.delete().where(items.c.response_id == response_id))
+        return bool(deleted)
+
+    def purge(self, older_than: float, *, batch: int = 1000, progress: Callable[[int], None] | None = None) -> int:
+        """Delete responses created more than ``older_than`` seconds ago, in batches; returns how many."""
+        cutoff = time.time() - older_than
+        total = 0
+        while True:
+            with self.engine.begin() as conn:
+                ids = [
+                    r[0]
+                    for r in conn.execute(sa.select(responses.c.id).where(responses.c.created_at < cutoff).limit(batch))
+                ]
+                if not ids:
+                    return total
+                conn.execute(items.delete().where(items.c.response_id.in_(ids)))
+                conn.execute(responses.delete().where(responses.c.id.in_(ids)))
+            total += len(ids)
+            if progress is not None:
+                progress(total)
+
+    # ------------------------------------------------------------------ reads
+    def owner_of(self, response_id: str) -> str | None:
+        """The tenant of a response, or None when the store has never seen it (or it was deleted)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(responses.c.tenant).where(responses.c.id == response_id)).scalar()
+
+    def get(self, tenant: str, response_id: str) -> StoredResponse | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(responses).where(responses.c.id == response_id, responses.c.tenant == tenant)
+            ).first()
+        if row is None:
+            return None
+        return StoredResponse(
+            id=row.id,
+            tenant=row.tenant,
+            provider=row.provider,
+            mode=row.mode,
+            previous_response_id=row.previous_response_id,
+            created_at=row.created_at,
+            body=orjson.loads(row.body),
+        )
+
+    def input_items(
+        self, tenant: str, response_id: str, *, limit: int = 20, order: str = "desc", after: str | None = None
+    ) -> tuple[list[dict], bool] | None:
+        """One page of a response's input items and whether more follow; None when not this tenant's."""
+        desc = order == "desc"
+        with self.engine.connect() as conn:
+            owned = conn.execute(
+                sa.select(responses.c.id).where(responses.c.id == response_id, responses.c.tenant == tenant)
+            ).first()
+            if owned is None:
+                return None
+            where = [items.c.response_id == response_id, items.c.kind == INPUT]
+            if after is not None:
+                pos = conn.execute(
+                    sa.select(sa.func.min(items.c.position)).where(*where, items.c.item_id == after)
+                ).scalar()
+                if pos is None:
+                    return [], False
+                where.append(items.c.position < pos if desc else items.c.position > pos)
+            rows = conn.execute(
+                sa.select(items.c.body)
+                .where(*where)
+                .order_by(items.c.position.desc() if desc else items.c.position.asc())
+                .limit(limit + 1)
+            ).all()
+        page = [orjson.loads(r.body) for r in rows[:limit]]
+        return page, len(rows) > limit
+
+    def chain_items(self, tenant: str, response_id: str) -> list[dict]:
+        """The whole conversation up to and including ``response_id``: every turn's input then output items,
+        oldest turn first. One recursive query; a deleted turn ends the walk there.
+
+        Input items lose the ids and statuses the gateway minted for them, so that they can be sent to a
+        provider again as plain input; output items keep theirs, as the API expects of echoed output.
+        """
+        chain = (
+            sa.select(
+                responses.c.id.label("id"),
+                responses.c.previous_response_id.label("prev"),
+                sa.literal_column("0").label("depth"),
+            )
+            .where(responses.c.id == response_id, responses.c.tenant == tenant)
+            .cte("chain", recursive=True)
+        )
+        step = sa.select(responses.c.id, responses.c.previous_response_id, (chain.c.depth + 1)).where(
+            responses.c.id == chain.c.prev, responses.c.tenant == tenant, chain.c.depth < MAX_CHAIN
+        )
+        chain = chain.union_all(step)
+        query = (
+            sa.select(items.c.kind, items.c.body)
+            .join(chain, items.c.response_id == chain.c.id)
+            .order_by(chain.c.depth.desc(), items.c.kind, items.c.position)
+        )
+        out = []
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                item = orjson.loads(row.body)
+                if row.kind == INPUT:
+                    item.pop("id", None)
+                    item.pop("status", None)
+                out.append(item)
+        return out
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(responses)).scalar_one()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,46 @@
+"""The store's schema: responses, their items in order, and a small key-value table for the store's own state."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Float, Index, Integer, MetaData, SmallInteger, String, Table, Text
+
+SCHEMA_VERSION = 1
+INPUT, OUTPUT = 0, 1  # items.kind: a response's input items come before its output items
+
+metadata = MetaData()
+
+responses = Table(
+    "gw_responses",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    # The owner: every read filters on it, so another tenant's id looks exactly like a missing one.
+    Column("tenant", String(64), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("mode", String(16), nullable=False),  # "native" | "emulated"
+    Column("model", String(256)),
+    Column("status", String(32)),
+    # No foreign key: deleting a turn must leave the turns built on it readable.
+    Column("previous_response_id", String(128)),
+    Column("created_at", Float, nullable=False),
+    Column("body", Text, nullable=False),  # the Response object as JSON
+)
+Index("gw_responses_created_at", responses.c.created_at)
+
+items = Table(
+    "gw_items",
+    metadata,
+    Column("response_id", String(128), primary_key=True),
+    Column("kind", SmallInteger, primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("item_id", String(128), nullable=False),
+    Column("body", Text, nullable=False),
+)
+# The primary key (response_id, kind, position) serves paging; this one finds an `after` cursor.
+Index("gw_items_item_id", items.c.response_id, items.c.item_id)
+
+meta = Table(
+    "gw_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
