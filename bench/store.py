@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Store benchmark: GET by id and one input_items page among N stored responses, and a chain walk of
+1,000 turns, on SQLite and PostgreSQL. Bounded: fixed row and operation counts.
+
+    python bench/store.py [--rows 1000000] [--backends sqlite,postgresql]
+        [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
+
+PostgreSQL runs in a schema of its own that is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gateway.store import Store, input_items_of  # noqa: E402
+from gateway.store.tables import INPUT, OUTPUT, items, responses  # noqa: E402
+
+BATCH = 5000
+
+
+def fill(store: Store, rows: int) -> list[str]:
+    """rows responses across 1,000 tenants, each with 2 input items and 1 output item."""
+    ids = []
+    body = orjson.dumps({"object": "response", "status": "completed", "output": [], "model": "m"}).decode()
+    item = orjson.dumps({"type": "message", "role": "user", "content": "hello there"}).decode()
+    now = time.time()
+    t0 = time.perf_counter()
+    for start in range(0, rows, BATCH):
+        resp_rows, item_rows = [], []
+        for n in range(start, min(rows, start + BATCH)):
+            rid = f"resp_{n:012d}{uuid.uuid4().hex[:8]}"
+            ids.append(rid)
+            resp_rows.append({"id": rid, "tenant": f"t{n % 1000}", "provider": "openai", "mode": "native",
+                              "model": "m", "status": "completed", "previous_response_id": None,
+                              "created_at": now, "body": body})
+            for kind, pos in ((INPUT, 0), (INPUT, 1), (OUTPUT, 0)):
+                item_rows.append({"response_id": rid, "kind": kind, "position": pos,
+                                  "item_id": f"msg_{n}_{kind}_{pos}", "body": item})
+        with store.engine.begin() as conn:
+            conn.execute(responses.insert(), resp_rows)
+            conn.execute(items.insert(), item_rows)
+        done = min(rows, start + BATCH)
+        if done % 100_000 == 0 or done == rows:
+            print(f"  filled {done} responses ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+    return ids
+
+
+def chain(store: Store, turns: int) -> str:
+    prev = None
+    for i in range(turns):
+        rid = f"resp_chain_{uuid.uuid4().hex}"
+        store.record(tenant="t-chain", provider="openai", mode="native",
+                     response={"id": rid, "previous_response_id": prev, "output": [
+                         {"type": "message", "id": f"msg_o_{i}", "role": "assistant", "content": []}]},
+                     input_items=input_items_of(f"turn {i}"))
+        prev = rid
+    return prev
+
+
+def timed(fn, count: int) -> tuple[float, float]:
+    samples = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[min(len(samples) - 1, int(0.99 * len(samples)))]
+
+
+def run(name: str, url: str, rows: int) -> None:
+    store = Store(url)
+    store.migrate()
+    print(f"{name}: filling {rows} responses…", file=sys.stderr)
+    ids = fill(store, rows)
+    last = chain(store, 1000)
+    rng = random.Random(1)
+
+    def get() -> None:
+        rid = rng.choice(ids)
+        assert store.get(f"t{int(rid[5:17]) % 1000}", rid) is not None
+
+    def page() -> None:
+        rid = rng.choice(ids)
+        assert store.input_items(f"t{int(rid[5:17]) % 1000}", rid, limit=20) is not None
+
+    def walk() -> None:
+        assert len(store.chain_items("t-chain", last)) == 2000
+
+    for label, fn, count in (("GET by id", get, 2000), ("input_items page", page, 2000),
+                             ("chain walk, 1,000 turns", walk, 30)):
+        p50, p99 = timed(fn, count)
+        print(f"| {name} | {label} | {rows:,} | {p50:.3f} | {p99:.3f} |", flush=True)
+    store.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    args = parser.parse_args()
+    print("| backend | operation | stored responses | p50 ms | p99 ms |\n|---|---|---|---|---|")
+    for backend in args.backends.split(","):
+        if backend == "sqlite":
+            path = Path(f"/tmp/gateway-store-bench-{os.getpid()}.sqlite3")
+            try:
+                run("sqlite", f"sqlite:///{path}", args.rows)
+            finally:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(str(path) + suffix).unlink(missing_ok=True)
+        else:
+            schema = f"gw_bench_{uuid.uuid4().hex[:10]}"
+            admin = sa.create_engine(args.pg_url)
+            with admin.begin() as conn:
+                conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+            try:
+                run("postgresql", f"{args.pg_url}?options=-csearch_path%3D{schema}", args.rows)
+            finally:
+                with admin.begin() as conn:
+                    conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+                admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
