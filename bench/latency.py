@@ -63,7 +63,10 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=64)
+    parser.add_argument("--store", action="store_true", help="let the gateway record every response (store: true)")
     args = parser.parse_args()
+    if args.store:
+        BODY["store"] = True
 
     fake = FakeProvider().start()
     store = f"/tmp/gateway-bench-{os.getpid()}.sqlite3"
@@ -74,7 +77,10 @@ def main() -> None:
     )
     try:
         targets = {"direct": fake.url + "/responses", "gateway": gw.url + "/v1/responses"}
-        print(f"{args.requests} requests per step, gunicorn {args.workers} workers x {args.threads} threads")
+        print(
+            f"{args.requests} requests per step, gunicorn {args.workers} workers x {args.threads} threads, "
+            f"store {'on' if args.store else 'off'}"
+        )
         print("| c | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 / p99 ms | gateway req/s |")
         print("|---|---|---|---|---|")
         for c in [int(x) for x in args.concurrency.split(",")]:

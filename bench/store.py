@@ -24,8 +24,8 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.store import Store, input_items_of  # noqa: E402
-from gateway.store.tables import INPUT, OUTPUT, items, responses  # noqa: E402
+from gateway.store import Store, input_items_of
+from gateway.store.tables import INPUT, OUTPUT, items, responses
 
 BATCH = 5000
 
@@ -42,12 +42,29 @@ def fill(store: Store, rows: int) -> list[str]:
         for n in range(start, min(rows, start + BATCH)):
             rid = f"resp_{n:012d}{uuid.uuid4().hex[:8]}"
             ids.append(rid)
-            resp_rows.append({"id": rid, "tenant": f"t{n % 1000}", "provider": "openai", "mode": "native",
-                              "model": "m", "status": "completed", "previous_response_id": None,
-                              "created_at": now, "body": body})
+            resp_rows.append(
+                {
+                    "id": rid,
+                    "tenant": f"t{n % 1000}",
+                    "provider": "openai",
+                    "mode": "native",
+                    "model": "m",
+                    "status": "completed",
+                    "previous_response_id": None,
+                    "created_at": now,
+                    "body": body,
+                }
+            )
             for kind, pos in ((INPUT, 0), (INPUT, 1), (OUTPUT, 0)):
-                item_rows.append({"response_id": rid, "kind": kind, "position": pos,
-                                  "item_id": f"msg_{n}_{kind}_{pos}", "body": item})
+                item_rows.append(
+                    {
+                        "response_id": rid,
+                        "kind": kind,
+                        "position": pos,
+                        "item_id": f"msg_{n}_{kind}_{pos}",
+                        "body": item,
+                    }
+                )
         with store.engine.begin() as conn:
             conn.execute(responses.insert(), resp_rows)
             conn.execute(items.insert(), item_rows)
@@ -61,10 +78,17 @@ def chain(store: Store, turns: int) -> str:
     prev = None
     for i in range(turns):
         rid = f"resp_chain_{uuid.uuid4().hex}"
-        store.record(tenant="t-chain", provider="openai", mode="native",
-                     response={"id": rid, "previous_response_id": prev, "output": [
-                         {"type": "message", "id": f"msg_o_{i}", "role": "assistant", "content": []}]},
-                     input_items=input_items_of(f"turn {i}"))
+        store.record(
+            tenant="t-chain",
+            provider="openai",
+            mode="native",
+            response={
+                "id": rid,
+                "previous_response_id": prev,
+                "output": [{"type": "message", "id": f"msg_o_{i}", "role": "assistant", "content": []}],
+            },
+            input_items=input_items_of(f"turn {i}"),
+        )
         prev = rid
     return prev
 
@@ -98,8 +122,11 @@ def run(name: str, url: str, rows: int) -> None:
     def walk() -> None:
         assert len(store.chain_items("t-chain", last)) == 2000
 
-    for label, fn, count in (("GET by id", get, 2000), ("input_items page", page, 2000),
-                             ("chain walk, 1,000 turns", walk, 30)):
+    for label, fn, count in (
+        ("GET by id", get, 2000),
+        ("input_items page", page, 2000),
+        ("chain walk, 1,000 turns", walk, 30),
+    ):
         p50, p99 = timed(fn, count)
         print(f"| {name} | {label} | {rows:,} | {p50:.3f} | {p99:.3f} |", flush=True)
     store.dispose()

@@ -45,13 +45,18 @@ def _owned(svc: Services, caller: Caller, response_id: str) -> StoredResponse | 
     return None
 
 
-def _read_target(svc: Services, caller: Caller, headers: Mapping[str, str], record: StoredResponse | None) -> Target:
-    """The provider that made the record (the header may then be left out), else the one the header names."""
+def _locate(
+    svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str
+) -> tuple[StoredResponse | None, Target]:
+    """The caller's record (see ``_owned``) and the provider to ask: the one that made the record (the
+    header may then be left out), else the one the header names.
+    """
+    record = _owned(svc, caller, response_id)
     if record is not None:
-        return routing.target_for(routing.provider_named(svc.catalogue, record.provider), caller)
+        return record, routing.target_for(routing.provider_named(svc.catalogue, record.provider), caller)
     target = routing.targets(headers, caller, svc.catalogue)[0]
     _native_only(target)
-    return target
+    return None, target
 
 
 def create(svc: Services, caller: Caller, headers: Mapping[str, str], body: dict, raw: bytes) -> tuple[Reply, Target]:
@@ -116,15 +121,13 @@ def create(svc: Services, caller: Caller, headers: Mapping[str, str], body: dict
 def retrieve(
     svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str, query: dict[str, Any]
 ) -> tuple[Reply, Target]:
-    record = _owned(svc, caller, response_id)
-    target = _read_target(svc, caller, headers, record)
+    _, target = _locate(svc, caller, headers, response_id)
     return native.retrieve(svc.upstream, target, response_id, query, headers), target
 
 
 def delete(svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str) -> tuple[Reply, Target]:
     """Delete at the provider, then in the store (also when the provider had already forgotten it)."""
-    record = _owned(svc, caller, response_id)
-    target = _read_target(svc, caller, headers, record)
+    record, target = _locate(svc, caller, headers, response_id)
     reply = native.delete(svc.upstream, target, response_id, headers)
     if record is not None and (reply.status < 300 or reply.status == 404):
         svc.store.delete(caller.tenant, response_id)
@@ -137,6 +140,5 @@ def delete(svc: Services, caller: Caller, headers: Mapping[str, str], response_i
 def input_items(
     svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str, query: dict[str, Any]
 ) -> tuple[Reply, Target]:
-    record = _owned(svc, caller, response_id)
-    target = _read_target(svc, caller, headers, record)
+    _, target = _locate(svc, caller, headers, response_id)
     return native.input_items(svc.upstream, target, response_id, query, headers), target
