@@ -263,13 +263,31 @@ class Store:
             responses.c.id == chain.c.prev, responses.c.tenant == tenant, chain.c.depth < MAX_CHAIN
         )
         chain = chain.union_all(step)
-        query = (
-            sa.select(items.c.kind, items.c.body)
-            .join(chain, items.c.response_id == chain.c.id)
-            .order_by(chain.c.depth.desc(), items.c.kind, items.c.position)
-        )
         out = []
         with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # PostgreSQL cannot estimate a recursive CTE's size and, on a large items table, hash-joins
+                # it with a full scan (343 ms for 1,000 turns among 1M responses). LATERAL makes it one index
+                # lookup per turn, so the cost follows the chain, not the table. SQLite has no LATERAL and
+                # already plans index searches here.
+                turn = (
+                    sa.select(items.c.kind, items.c.position, items.c.body)
+                    .where(items.c.response_id == chain.c.id)
+                    # OFFSET 0 keeps the planner from flattening the subquery back into that same join.
+                    .offset(0)
+                    .lateral("turn")
+                )
+                query = (
+                    sa.select(turn.c.kind, turn.c.body)
+                    .select_from(chain.join(turn, sa.true()))
+                    .order_by(chain.c.depth.desc(), turn.c.kind, turn.c.position)
+                )
+            else:
+                query = (
+                    sa.select(items.c.kind, items.c.body)
+                    .join(chain, items.c.response_id == chain.c.id)
+                    .order_by(chain.c.depth.desc(), items.c.kind, items.c.position)
+                )
             for row in conn.execute(query):
                 item = orjson.loads(row.body)
                 if row.kind == INPUT:
