@@ -89,6 +89,7 @@ def create(svc: Services, caller: Caller, headers: Mapping[str, str], body: dict
         payload = orjson.dumps(inlined)
 
     keep = body.get("store") is not False
+    # Ids are minted only for what will be kept; nothing is allocated for `store: false` traffic.
     new_items = input_items_of(body.get("input")) if keep else []
 
     def record(response: dict) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import requests
+import urllib3.exceptions as u3
 from requests.adapters import HTTPAdapter
 
 from .errors import UpstreamError, UpstreamTimeout
@@ -139,8 +140,6 @@ class Upstream:
 
 def _translate(exc: Exception, provider: str) -> Exception:
     """requests' and urllib3's exceptions -> the gateway's; anything else unchanged."""
-    import urllib3.exceptions as u3
-
     if isinstance(exc, requests.Timeout | u3.TimeoutError):
         return UpstreamTimeout(f"The provider '{provider}' did not answer in time.")
     if isinstance(exc, requests.ConnectionError | u3.HTTPError | requests.RequestException | OSError):

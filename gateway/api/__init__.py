@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, request, stream_with_context
 
 from ..native import Reply
 
@@ -33,8 +33,6 @@ def init_app(app: Flask) -> None:
 def to_response(reply: Reply, provider: str) -> Response:
     """A relay Reply -> Flask Response, SSE unbuffered all the way (nginx included)."""
     if reply.stream is not None:
-        from flask import stream_with_context
-
         resp = Response(stream_with_context(reply.stream), status=reply.status, mimetype="text/event-stream")
         resp.headers["Cache-Control"] = "no-cache"
         resp.headers["X-Accel-Buffering"] = "no"

@@ -54,7 +54,3 @@ def Number(**kwargs: Any) -> Typed:
 
 def Object(**kwargs: Any) -> Typed:
     return Typed(dict, **kwargs)
-
-
-def Array(**kwargs: Any) -> Typed:
-    return Typed(list, **kwargs)
