@@ -11,7 +11,7 @@ import orjson
 from . import native, routing
 from .auth import Caller
 from .errors import InvalidRequest, NotFound, not_found_response
-from .native import Reply
+from .reply import Reply
 from .routing import Target
 from .services import Services
 from .store import StoredResponse, input_items_of

@@ -51,6 +51,67 @@ def _text_of(items: list[dict]) -> str:
     return ""
 
 
+def _message_text(message: dict) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text")
+
+
+def chat_answer(body: dict, knobs: dict[str, Any]) -> dict:
+    """A deterministic model: it echoes, calls tools when offered, and obeys formats and token limits.
+
+    - the last message is a tool result: "Tool said: <results>"
+    - tools offered: calls the first tool (the first two when parallel calls are allowed and there are two)
+    - otherwise "Echo <number of user messages>: <last user text>", as JSON under a json format
+    """
+    messages = body["messages"]
+    users = [m for m in messages if m.get("role") == "user"]
+    last_user = _message_text(users[-1]) if users else ""
+    tools = [t for t in body.get("tools") or [] if t.get("type") == "function"]
+    tool_calls: list[dict] = []
+    content: str | None
+    if messages[-1].get("role") == "tool":
+        results = [m["content"] for m in messages if m.get("role") == "tool"]
+        content = "Tool said: " + "; ".join(r if isinstance(r, str) else json.dumps(r) for r in results)
+    elif tools and body.get("tool_choice") != "none":
+        chosen = tools[:2] if body.get("parallel_tool_calls", True) is not False and len(tools) > 1 else tools[:1]
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict):
+            chosen = [t for t in tools if t["function"]["name"] == choice["function"]["name"]]
+        tool_calls = [
+            {"id": new_id("call"), "type": "function",
+             "function": {"name": t["function"]["name"], "arguments": json.dumps({"query": last_user})}}
+            for t in chosen
+        ]
+        content = None
+    else:
+        content = f"Echo {len(users)}: {last_user}"
+        fmt = (body.get("response_format") or {}).get("type")
+        if fmt in ("json_schema", "json_object"):
+            content = json.dumps({"echo": content})
+    finish = "tool_calls" if tool_calls else "stop"
+    limit = body.get("max_tokens") or body.get("max_completion_tokens")
+    if content and limit and len(content.split(" ")) > limit:
+        content = " ".join(content.split(" ")[:limit])
+        finish = "length"
+    completion_tokens = len((content or "").split()) + 5 * len(tool_calls)
+    prompt_tokens = sum(len(_message_text(m).split()) for m in messages) + 3
+    return {
+        "content": content,
+        "tool_calls": tool_calls,
+        "reasoning": knobs.get("reasoning"),
+        "finish_reason": finish,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        },
+    }
+
+
 class FakeProvider:
     """The server and its memory; ``start()`` runs it on a free port in a daemon thread."""
 
@@ -185,6 +246,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _knobs(self, body: dict | None) -> dict[str, Any]:
         knobs = dict(self.fake.knobs)
+        # Chat requests carry knobs in an extra top-level "fake" object (metadata is not sent upstream there).
+        knobs.update((body or {}).get("fake") or {})
         metadata = (body or {}).get("metadata") or {}
         for key, value in metadata.items():
             if key.startswith("fake_"):
@@ -244,12 +307,14 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         self._record(body)
         segments, _ = self._route()
-        if segments != ["responses"]:
+        if segments not in (["responses"], ["chat", "completions"]):
             return self._error(404, "Unknown path")
         if not isinstance(body, dict):
             return self._error(400, "We could not parse the JSON body of your request.")
         if not self._authorised():
             return
+        if segments == ["chat", "completions"]:
+            return self._chat(body)
         knobs = self._knobs(body)
         if self._fault(knobs):
             return

@@ -1,0 +1,148 @@
+"""Chat Completions answer -> Response object, with ids the gateway mints and the request's parameters echoed."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+_FINISH = {
+    "length": ("incomplete", "max_output_tokens"),
+    "content_filter": ("incomplete", "content_filter"),
+}
+
+
+def skeleton(body: dict, response_id: str, created_at: int, previous_response_id: str | None) -> dict:
+    """The Response object as the real API echoes a request, before any output (``status: in_progress``)."""
+    fmt = (body.get("text") or {}).get("format") or {"type": "text"}
+    reasoning = body.get("reasoning") or {}
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": "in_progress",
+        "completed_at": None,
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "max_tool_calls": body.get("max_tool_calls"),
+        "model": body["model"],
+        "output": [],
+        "parallel_tool_calls": body.get("parallel_tool_calls", True) is not False,
+        "previous_response_id": previous_response_id,
+        "prompt_cache_key": body.get("prompt_cache_key"),
+        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
+        "safety_identifier": body.get("safety_identifier"),
+        "service_tier": body.get("service_tier") or "auto",
+        "store": body.get("store") is not False,
+        "temperature": body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0,
+        "text": {"format": fmt},
+        "tool_choice": body.get("tool_choice") or "auto",
+        "tools": [_echo_tool(t) for t in body.get("tools") or []],
+        "top_logprobs": body.get("top_logprobs") or 0,
+        "top_p": body.get("top_p") if body.get("top_p") is not None else 1.0,
+        "truncation": body.get("truncation") or "disabled",
+        "usage": None,
+        "user": body.get("user"),
+        "metadata": body.get("metadata") or {},
+    }
+
+
+def _echo_tool(tool: dict) -> dict:
+    return {
+        "type": "function",
+        "name": tool.get("name"),
+        "description": tool.get("description"),
+        "parameters": tool.get("parameters"),
+        "strict": tool.get("strict", True) if tool.get("strict") is not None else True,
+    }
+
+
+def usage(chat_usage: Any) -> dict:
+    """Chat usage -> Responses usage, with both detail objects always present."""
+    u = chat_usage if isinstance(chat_usage, dict) else {}
+    prompt = u.get("prompt_tokens") or 0
+    completion = u.get("completion_tokens") or 0
+    prompt_details = u.get("prompt_tokens_details") or {}
+    completion_details = u.get("completion_tokens_details") or {}
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {
+            "cached_tokens": prompt_details.get("cached_tokens") or 0,
+            "cache_write_tokens": prompt_details.get("cache_write_tokens") or 0,
+        },
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": completion_details.get("reasoning_tokens") or 0},
+        "total_tokens": u.get("total_tokens") or prompt + completion,
+    }
+
+
+def reasoning_text(message: dict) -> str | None:
+    """Reasoning some providers return beside the answer (DeepSeek: reasoning_content; vLLM, OpenRouter: reasoning)."""
+    for key in ("reasoning_content", "reasoning"):
+        value = message.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def reasoning_item(item_id: str, text: str) -> dict:
+    return {"type": "reasoning", "id": item_id, "summary": [], "content": [{"type": "reasoning_text", "text": text}],
+            "status": "completed"}
+
+
+def message_item(item_id: str, text: str | None, refusal: str | None, status: str) -> dict:
+    content: list[dict] = []
+    if text is not None:
+        content.append({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+    if refusal is not None:
+        content.append({"type": "refusal", "refusal": refusal})
+    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
+
+
+def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> dict:
+    return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
+            "status": status}
+
+
+def finish(response: dict, finish_reason: str | None, chat_usage: Any) -> dict:
+    """Set the terminal status from the finish reason, and usage: the Response is then complete."""
+    status, reason = _FINISH.get(finish_reason or "stop", ("completed", None))
+    response["status"] = status
+    response["incomplete_details"] = {"reason": reason} if reason else None
+    response["completed_at"] = int(time.time()) if status == "completed" else None
+    response["usage"] = usage(chat_usage)
+    return response
+
+
+def from_chat(body: dict, chat: dict, response_id: str, previous_response_id: str | None) -> dict:
+    """A whole Chat Completions answer -> the final Response object."""
+    response = skeleton(body, response_id, int(time.time()), previous_response_id)
+    response["model"] = chat.get("model") or body["model"]
+    choices = chat.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    finish_reason = choice.get("finish_reason")
+    item_status = "incomplete" if finish_reason in _FINISH else "completed"
+    output = response["output"]
+    reasoning = reasoning_text(message)
+    if reasoning:
+        output.append(reasoning_item(new_id("rs"), reasoning))
+    text = message.get("content")
+    refusal = message.get("refusal")
+    if isinstance(text, list):  # a few providers answer with content parts
+        text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+    if text or refusal:
+        output.append(message_item(new_id("msg"), text if text else None, refusal, item_status))
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        output.append(function_call_item(new_id("fc"), call.get("id") or new_id("call"), function.get("name", ""),
+                                         function.get("arguments") or ""))
+    return finish(response, finish_reason, chat.get("usage"))

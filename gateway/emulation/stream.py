@@ -1,0 +1,158 @@
+"""Chat Completions chunks -> the Responses API event sequence, item by item, numbered from 0."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .. import sse
+from . import response as build
+
+
+class StreamTranslator:
+    """Turns chunks into events as they come. Each output item is closed before the next one opens.
+
+    ``response`` is the skeleton (``status: in_progress``, ids minted); it becomes the final object.
+    """
+
+    def __init__(self, response: dict):
+        self.response = response
+        self.seq = 0
+        self.finish_reason: str | None = None
+        self.usage: Any = None
+        self._open: dict | None = None  # the item being streamed: {"kind", "index", "item", "text"}
+        self._calls: dict[int, dict] = {}  # chat tool-call index -> its function_call item
+
+    def _event(self, payload: dict) -> bytes:
+        payload["sequence_number"] = self.seq
+        self.seq += 1
+        return sse.encode(payload)
+
+    def start(self) -> list[bytes]:
+        snapshot = copy.deepcopy(self.response)
+        return [
+            self._event({"type": "response.created", "response": snapshot}),
+            self._event({"type": "response.in_progress", "response": snapshot}),
+        ]
+
+    # ------------------------------------------------------------------ items
+    def _open_item(self, kind: str, item: dict) -> list[bytes]:
+        out = self._close()
+        index = len(self.response["output"])
+        self.response["output"].append(item)
+        self._open = {"kind": kind, "index": index, "item": item, "text": []}
+        added = copy.deepcopy(item)
+        if kind == "message" or kind == "reasoning":
+            added["content"] = []
+        out.append(self._event({"type": "response.output_item.added", "output_index": index, "item": added}))
+        if kind == "message":
+            out.append(self._event({
+                "type": "response.content_part.added", "item_id": item["id"], "output_index": index,
+                "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+            }))
+        return out
+
+    def _close(self, status: str = "completed") -> list[bytes]:
+        current, self._open = self._open, None
+        if current is None:
+            return []
+        item, index, kind = current["item"], current["index"], current["kind"]
+        item["status"] = status
+        out = []
+        if kind == "message":
+            text = "".join(current["text"])
+            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            item["content"] = [part]
+            base = {"item_id": item["id"], "output_index": index, "content_index": 0}
+            out.append(self._event({"type": "response.output_text.done", **base, "text": text, "logprobs": []}))
+            out.append(self._event({"type": "response.content_part.done", **base, "part": part}))
+        elif kind == "reasoning":
+            text = "".join(current["text"])
+            item["content"] = [{"type": "reasoning_text", "text": text}]
+            out.append(self._event({"type": "response.reasoning_text.done", "item_id": item["id"],
+                                    "output_index": index, "content_index": 0, "text": text}))
+        elif kind == "function_call":
+            out.append(self._event({"type": "response.function_call_arguments.done", "item_id": item["id"],
+                                    "output_index": index, "name": item["name"], "arguments": item["arguments"]}))
+        out.append(self._event({"type": "response.output_item.done", "output_index": index, "item": item}))
+        return out
+
+    # ------------------------------------------------------------------ chunks
+    def feed(self, chunk: dict) -> list[bytes]:
+        out: list[bytes] = []
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        if chunk.get("model"):
+            self.response["model"] = chunk["model"]
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            reasoning = build.reasoning_text(delta)
+            if reasoning:
+                out += self._text("reasoning", reasoning)
+            if isinstance(delta.get("content"), str) and delta["content"]:
+                out += self._text("message", delta["content"])
+            for call in delta.get("tool_calls") or []:
+                out += self._tool_call(call)
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        return out
+
+    def _text(self, kind: str, text: str) -> list[bytes]:
+        out = []
+        if self._open is None or self._open["kind"] != kind:
+            prefix = "msg" if kind == "message" else "rs"
+            item = (build.message_item(build.new_id(prefix), None, None, "in_progress") if kind == "message"
+                    else build.reasoning_item(build.new_id(prefix), ""))
+            item["status"] = "in_progress"
+            out += self._open_item(kind, item)
+        current = self._open
+        current["text"].append(text)
+        kind_event = "response.output_text.delta" if kind == "message" else "response.reasoning_text.delta"
+        payload = {"type": kind_event, "item_id": current["item"]["id"], "output_index": current["index"],
+                   "content_index": 0, "delta": text}
+        if kind == "message":
+            payload["logprobs"] = []
+        out.append(self._event(payload))
+        return out
+
+    def _tool_call(self, call: dict) -> list[bytes]:
+        index = call.get("index", 0)
+        function = call.get("function") or {}
+        out: list[bytes] = []
+        item = self._calls.get(index)
+        if item is None:
+            item = build.function_call_item(build.new_id("fc"), call.get("id") or build.new_id("call"),
+                                            function.get("name") or "", "", status="in_progress")
+            self._calls[index] = item
+            out += self._open_item("function_call", item)
+        elif function.get("name") and not item["name"]:
+            item["name"] = function["name"]
+        piece = function.get("arguments") or ""
+        if piece:
+            item["arguments"] += piece
+            if self._open is not None and self._open["item"] is item:
+                out.append(self._event({"type": "response.function_call_arguments.delta", "item_id": item["id"],
+                                        "output_index": self._open["index"], "delta": piece}))
+            # A piece for a call already closed (providers that interleave calls) still lands in the final item.
+        return out
+
+    # ------------------------------------------------------------------ the end
+    def complete(self) -> tuple[dict, list[bytes]]:
+        """Close the open item and finish the Response; returns it and the events that remain to send."""
+        status = "incomplete" if self.finish_reason in ("length", "content_filter") else "completed"
+        out = self._close(status)
+        final = build.finish(self.response, self.finish_reason, self.usage)
+        kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
+        out.append(self._event({"type": kind, "response": final}))
+        return final, out
+
+    def fail(self, code: str, message: str) -> tuple[dict, list[bytes]]:
+        """The provider broke off: close what is open as incomplete and end with ``response.failed``."""
+        out = self._close("incomplete")
+        self.response["status"] = "failed"
+        self.response["error"] = {"code": code, "message": message}
+        self.response["usage"] = build.usage(self.usage) if self.usage else None
+        out.append(self._event({"type": "response.failed", "response": self.response}))
+        return self.response, out

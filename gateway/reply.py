@@ -1,0 +1,100 @@
+"""What a relay sends back (Reply), built from a provider's answer: headers kept, errors shaped, events framed."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import orjson
+
+from . import sse
+from .errors import GatewayError, UpstreamError, error_body
+from .routing import Target
+from .upstream import UpstreamResponse
+
+# Provider response headers worth a client's while: request ids for support tickets, rate-limit state.
+_PASSED_HEADER_PREFIXES = ("x-ratelimit-", "openai-")
+_PASSED_HEADERS = frozenset({"x-request-id", "retry-after", "retry-after-ms"})
+# Client headers a native provider understands and the gateway may pass on.
+_FORWARDED_CLIENT_HEADERS = ("OpenAI-Organization", "OpenAI-Project", "OpenAI-Beta")
+
+
+@dataclasses.dataclass
+class Reply:
+    """What the gateway sends back: a status, headers, and a JSON body or an SSE byte stream."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    stream: Iterator[bytes] | None = None
+    # The parsed JSON body of a 2xx JSON reply, for the store.
+    data: Any = None
+
+
+def passed_headers(resp: UpstreamResponse) -> dict[str, str]:
+    out = {}
+    for key, value in resp.headers.items():
+        lower = key.lower()
+        if lower in _PASSED_HEADERS or lower.startswith(_PASSED_HEADER_PREFIXES):
+            out[key] = value
+    return out
+
+
+def request_headers(target: Target, client_headers: Mapping[str, str] | None, *, stream: bool) -> dict[str, str]:
+    """Auth and content headers for ``target``; the client's OpenAI-* headers only when given (native calls)."""
+    headers = target.provider.auth_headers(target.api_key)
+    headers["Content-Type"] = "application/json"
+    headers["Accept"] = "text/event-stream" if stream else "application/json"
+    for name in _FORWARDED_CLIENT_HEADERS if client_headers is not None else ():
+        value = client_headers.get(name)
+        if value:
+            headers[name] = value
+    return headers
+
+
+def json_reply(resp: UpstreamResponse) -> Reply:
+    """Read a provider's JSON answer: errors keep their status, and a non-JSON error is put in the shape.
+
+    Raises UpstreamError (502) for a success whose body is not a JSON object.
+    """
+    body = resp.read()
+    headers = passed_headers(resp)
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        data = None
+    if resp.status >= 400:
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            return Reply(resp.status, headers, body)
+        text = body[:500].decode("utf-8", "replace").strip() or "(empty body)"
+        wrapped = error_body(
+            f"The provider '{resp.provider}' answered {resp.status}: {text}",
+            "invalid_request_error" if resp.status < 500 else "server_error",
+            None,
+            "upstream_error",
+        )
+        return Reply(resp.status, headers, orjson.dumps(wrapped))
+    if not isinstance(data, dict):
+        raise UpstreamError(
+            f"The provider '{resp.provider}' answered {resp.status} with a body that is not a JSON object.",
+            code="upstream_invalid_response",
+        )
+    return Reply(resp.status, headers, body, data=data)
+
+
+def error_event(sequence_number: int, err: GatewayError) -> bytes:
+    """An in-band error, flat as the spec has it and nested as the live API sends it.
+
+    The nested ``error`` object makes the openai SDKs raise instead of ending quietly.
+    """
+    return sse.encode(
+        {
+            "type": "error",
+            "sequence_number": sequence_number,
+            "code": err.code,
+            "message": err.message,
+            "param": err.param,
+            "error": {"type": err.type, "code": err.code, "message": err.message, "param": err.param},
+        }
+    )
