@@ -14,6 +14,7 @@ from .upstream import Upstream, UpstreamResponse
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
 
+
 def create(
     upstream: Upstream,
     target: Target,

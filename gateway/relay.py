@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from . import native, routing
+from . import emulation, native, routing
 from .auth import Caller
 from .errors import InvalidRequest, NotFound, not_found_response
 from .reply import Reply
@@ -17,16 +17,6 @@ from .services import Services
 from .store import StoredResponse, input_items_of
 
 log = logging.getLogger("gateway")
-
-
-def _native_only(target: Target) -> None:
-    if not target.provider.native:
-        raise InvalidRequest(
-            f"Provider '{target.provider.name}' speaks only Chat Completions; the gateway's Responses API "
-            "emulation for such providers is not available yet.",
-            param="x-portkey-provider",
-            code="unsupported_provider",
-        )
 
 
 def _owned(svc: Services, caller: Caller, response_id: str) -> StoredResponse | None:
@@ -55,8 +45,28 @@ def _locate(
     if record is not None:
         return record, routing.target_for(routing.provider_named(svc.catalogue, record.provider), caller)
     target = routing.targets(headers, caller, svc.catalogue)[0]
-    _native_only(target)
+    if not target.provider.native:
+        raise not_found_response(response_id)  # an emulated response exists only in the store
     return None, target
+
+
+def _previous(svc: Services, caller: Caller, body: dict) -> tuple[str | None, StoredResponse | None]:
+    """The request's previous_response_id and the caller's record of it (None: the provider may know it)."""
+    prev_id = body.get("previous_response_id")
+    if not prev_id:
+        return None, None
+    try:
+        return prev_id, _owned(svc, caller, prev_id)
+    except NotFound:
+        raise _previous_not_found(prev_id) from None
+
+
+def _previous_not_found(prev_id: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Previous response with id '{prev_id}' not found.",
+        param="previous_response_id",
+        code="previous_response_not_found",
+    )
 
 
 def create(svc: Services, caller: Caller, headers: Mapping[str, str], body: dict, raw: bytes) -> tuple[Reply, Target]:
@@ -65,32 +75,13 @@ def create(svc: Services, caller: Caller, headers: Mapping[str, str], body: dict
     The record is written before the reply (or a stream's terminal event) leaves, so a follow-up turn on
     any worker or host finds it.
     """
-    prev_id = body.get("previous_response_id")
-    prev = None
-    if prev_id:
-        try:
-            prev = _owned(svc, caller, prev_id)
-        except NotFound:
-            raise InvalidRequest(
-                f"Previous response with id '{prev_id}' not found.",
-                param="previous_response_id",
-                code="previous_response_not_found",
-            ) from None
+    prev_id, prev = _previous(svc, caller, body)
     target = routing.targets(headers, caller, svc.catalogue)[0]
-    _native_only(target)
-
-    payload = raw
-    switched = prev is not None and prev.provider != target.provider.name
-    if switched:
-        # The new provider has never seen this conversation: send it the history, not an id it cannot know.
-        history = svc.store.chain_items(caller.tenant, prev.id)
-        inlined = {k: v for k, v in body.items() if k != "previous_response_id"}
-        inlined["input"] = history + input_items_of(body.get("input"), mint=False)
-        payload = orjson.dumps(inlined)
-
+    native_call = target.provider.native
     keep = body.get("store") is not False
     # Ids are minted only for what will be kept; nothing is allocated for `store: false` traffic.
-    new_items = input_items_of(body.get("input")) if keep else []
+    new_items = input_items_of(body.get("input"), mint=keep)
+    switched = native_call and prev is not None and prev.provider != target.provider.name
 
     def record(response: dict) -> None:
         if not keep or not isinstance(response.get("id"), str):
@@ -101,7 +92,7 @@ def create(svc: Services, caller: Caller, headers: Mapping[str, str], body: dict
             svc.store.record(
                 tenant=caller.tenant,
                 provider=target.provider.name,
-                mode="native",
+                mode="native" if native_call else "emulated",
                 response=response,
                 input_items=new_items,
             )
@@ -109,6 +100,28 @@ def create(svc: Services, caller: Caller, headers: Mapping[str, str], body: dict
             # The caller still gets the answer it paid for; the log says why a later GET may miss it.
             log.exception("could not record response %s", response.get("id"))
 
+    if not native_call:
+        if prev_id and prev is None:
+            raise _previous_not_found(prev_id)  # an emulated provider keeps no state to ask instead
+        history = svc.store.chain_items(caller.tenant, prev.id) if prev is not None else []
+        reply = emulation.create(
+            svc.upstream,
+            target,
+            body,
+            history=history,
+            new_items=new_items,
+            previous_response_id=prev_id,
+            on_final=record,
+        )
+        return reply, target
+
+    payload = raw
+    if switched:
+        # The new provider has never seen this conversation: send it the history, not an id it cannot know.
+        history = svc.store.chain_items(caller.tenant, prev.id)
+        inlined = {k: v for k, v in body.items() if k != "previous_response_id"}
+        inlined["input"] = history + input_items_of(body.get("input"), mint=False)
+        payload = orjson.dumps(inlined)
     reply = native.create(
         svc.upstream, target, payload, stream=bool(body.get("stream")), client_headers=headers, on_final=record
     )
@@ -119,27 +132,55 @@ def create(svc: Services, caller: Caller, headers: Mapping[str, str], body: dict
     return reply, target
 
 
+def _json(data: dict) -> Reply:
+    return Reply(200, {}, orjson.dumps(data), data=data)
+
+
 def retrieve(
     svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str, query: dict[str, Any]
 ) -> tuple[Reply, Target]:
-    _, target = _locate(svc, caller, headers, response_id)
+    record, target = _locate(svc, caller, headers, response_id)
+    if record is not None and record.mode == "emulated":
+        if query.get("stream"):
+            # As the API answers for a response that was not made in the background: nothing to replay.
+            raise not_found_response(response_id)
+        return _json(record.body), target
     return native.retrieve(svc.upstream, target, response_id, query, headers), target
 
 
 def delete(svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str) -> tuple[Reply, Target]:
-    """Delete at the provider, then in the store (also when the provider had already forgotten it)."""
+    """Delete at the provider (native), then in the store; also when the provider had already forgotten it."""
     record, target = _locate(svc, caller, headers, response_id)
+    deleted = {"id": response_id, "object": "response", "deleted": True}
+    if record is not None and record.mode == "emulated":
+        svc.store.delete(caller.tenant, response_id)
+        return _json(deleted), target
     reply = native.delete(svc.upstream, target, response_id, headers)
     if record is not None and (reply.status < 300 or reply.status == 404):
         svc.store.delete(caller.tenant, response_id)
         if reply.status == 404:
-            deleted = {"id": response_id, "object": "response", "deleted": True}
-            reply = Reply(200, {}, orjson.dumps(deleted), data=deleted)
+            reply = _json(deleted)
     return reply, target
 
 
 def input_items(
     svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str, query: dict[str, Any]
 ) -> tuple[Reply, Target]:
-    _, target = _locate(svc, caller, headers, response_id)
+    record, target = _locate(svc, caller, headers, response_id)
+    if record is not None and record.mode == "emulated":
+        page = svc.store.input_items(
+            caller.tenant, response_id, limit=query["limit"], order=query["order"], after=query.get("after")
+        )
+        if page is None:  # deleted between the two reads
+            raise not_found_response(response_id)
+        data, has_more = page
+        return _json(
+            {
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+                "has_more": has_more,
+            }
+        ), target
     return native.input_items(svc.upstream, target, response_id, query, headers), target

@@ -36,7 +36,7 @@ def _fresh_fake(request):
 @pytest.fixture
 def settings(fake, tmp_path):
     return {
-        "providers": {"openai": {"base_url": fake.url}},
+        "providers": {"openai": {"base_url": fake.url}, "fakechat": {"base_url": fake.url, "api": "chat"}},
         "store_url": f"sqlite:///{tmp_path / 'store.sqlite3'}",
         "key_salt": "test-salt",
     }
@@ -115,6 +115,8 @@ def gateway_env(fake, tmp_path_factory):
     store = tmp_path_factory.mktemp("store") / "gateway.sqlite3"
     return {
         "GATEWAY_PROVIDERS__OPENAI__BASE_URL": fake.url,
+        "GATEWAY_PROVIDERS__FAKECHAT__BASE_URL": fake.url,
+        "GATEWAY_PROVIDERS__FAKECHAT__API": "chat",
         "GATEWAY_STORE_URL": f"sqlite:///{store}",
         "GATEWAY_KEY_SALT": "test-salt",
     }

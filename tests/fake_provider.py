@@ -80,8 +80,11 @@ def chat_answer(body: dict, knobs: dict[str, Any]) -> dict:
         if isinstance(choice, dict):
             chosen = [t for t in tools if t["function"]["name"] == choice["function"]["name"]]
         tool_calls = [
-            {"id": new_id("call"), "type": "function",
-             "function": {"name": t["function"]["name"], "arguments": json.dumps({"query": last_user})}}
+            {
+                "id": new_id("call"),
+                "type": "function",
+                "function": {"name": t["function"]["name"], "arguments": json.dumps({"query": last_user})},
+            }
             for t in chosen
         ]
         content = None
@@ -430,6 +433,90 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 self.wfile.flush()
                 self.fake.sent.append(event["type"])
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            with self.fake.lock:
+                self.fake.disconnects += 1
+            self.fake.disconnected.set()
+            self.close_connection = True
+
+    # ------------------------------------------------------------- chat completions
+    def _chat(self, body: dict) -> None:
+        knobs = self._knobs(body)
+        if self._fault(knobs):
+            return
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return self._error(400, "messages must be a non-empty array", param="messages")
+        answer = chat_answer(body, knobs)
+        if body.get("stream"):
+            return self._chat_stream(body, answer, knobs)
+        message: dict[str, Any] = {"role": "assistant", "content": answer["content"]}
+        if answer["tool_calls"]:
+            message["tool_calls"] = answer["tool_calls"]
+        if answer["reasoning"]:
+            message["reasoning_content"] = answer["reasoning"]
+        self._send_json(
+            200,
+            {
+                "id": new_id("chatcmpl"),
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [{"index": 0, "message": message, "finish_reason": answer["finish_reason"]}],
+                "usage": answer["usage"],
+            },
+        )
+
+    def _chat_stream(self, body: dict, answer: dict, knobs: dict[str, Any]) -> None:
+        cid = new_id("chatcmpl")
+        base = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": body.get("model")}
+
+        def chunk(delta: dict | None, finish: str | None = None, **extra: Any) -> dict:
+            choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+            return {**base, "choices": choices, **extra}
+
+        chunks: list[tuple[dict, float]] = [(chunk({"role": "assistant", "content": ""}), 0)]
+        if answer["reasoning"]:
+            chunks.append((chunk({"reasoning_content": answer["reasoning"]}), 0))
+        words = (answer["content"] or "").split(" ") if answer["content"] else []
+        for i, word in enumerate(words):
+            wait = float(knobs.get("first_ms", 0) if i == 0 else knobs.get("gap_ms", 0)) / 1000
+            chunks.append((chunk({"content": word if i == 0 else " " + word}), wait))
+        for index, call in enumerate(answer["tool_calls"]):
+            args = call["function"]["arguments"]
+            half = len(args) // 2
+            # A tool call arrives in pieces: id and name first, then the arguments split across chunks.
+            first = {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
+            chunks.append((chunk({"tool_calls": [first]}), 0))
+            for piece in (args[:half], args[half:]):
+                chunks.append((chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}), 0))
+        chunks.append((chunk({}, answer["finish_reason"]), 0))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append((chunk(None, usage=answer["usage"]), 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        cut_after = knobs.get("cut_after")
+        try:
+            for n, (payload, wait) in enumerate([*chunks, (None, 0)]):
+                if cut_after is not None and n >= int(cut_after):
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if wait:
+                    time.sleep(wait)
+                data = b"data: [DONE]\n\n" if payload is None else b"data: " + json.dumps(payload).encode() + b"\n\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+                self.fake.sent.append("[DONE]" if payload is None else "chunk")
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):

@@ -76,10 +76,13 @@ def test_unknown_provider_lists_the_known_ones(client):
         assert name in resp.json["error"]["message"]
 
 
-def test_chat_provider_is_refused_clearly_until_emulation_exists(client):
-    resp = client.post("/v1/responses", json={"model": "m", "input": "hi"}, headers={**H, "x-portkey-provider": "vllm"})
+def test_hosted_tool_on_an_emulated_provider_is_refused_naming_the_param(client, fake):
+    body = {"model": "m", "input": "hi", "tools": [{"type": "web_search"}]}
+    resp = client.post("/v1/responses", json=body, headers={**H, "x-portkey-provider": "fakechat"})
     assert resp.status_code == 400
-    assert resp.json["error"]["code"] == "unsupported_provider"
+    assert resp.json["error"]["param"] == "tools[0]"
+    assert resp.json["error"]["code"] == "unsupported_parameter"
+    assert fake.requests == []
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,33 @@ from ..errors import InvalidRequest
 # Everything else is an extra the caller meant for the provider (top_k, repetition_penalty…): forwarded.
 _HANDLED = frozenset(
     {
-        "model", "input", "instructions", "previous_response_id", "store", "stream", "stream_options",
-        "tools", "tool_choice", "parallel_tool_calls", "max_output_tokens", "max_tool_calls", "temperature",
-        "top_p", "top_logprobs", "text", "reasoning", "metadata", "include", "user", "safety_identifier",
-        "truncation", "background", "conversation", "prompt", "service_tier", "prompt_cache_key",
+        "model",
+        "input",
+        "instructions",
+        "previous_response_id",
+        "store",
+        "stream",
+        "stream_options",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "max_output_tokens",
+        "max_tool_calls",
+        "temperature",
+        "top_p",
+        "top_logprobs",
+        "text",
+        "reasoning",
+        "metadata",
+        "include",
+        "user",
+        "safety_identifier",
+        "truncation",
+        "background",
+        "conversation",
+        "prompt",
+        "service_tier",
+        "prompt_cache_key",
     }
 )
 _UNSUPPORTED = {

@@ -94,8 +94,13 @@ def reasoning_text(message: dict) -> str | None:
 
 
 def reasoning_item(item_id: str, text: str) -> dict:
-    return {"type": "reasoning", "id": item_id, "summary": [], "content": [{"type": "reasoning_text", "text": text}],
-            "status": "completed"}
+    return {
+        "type": "reasoning",
+        "id": item_id,
+        "summary": [],
+        "content": [{"type": "reasoning_text", "text": text}],
+        "status": "completed",
+    }
 
 
 def message_item(item_id: str, text: str | None, refusal: str | None, status: str) -> dict:
@@ -108,8 +113,14 @@ def message_item(item_id: str, text: str | None, refusal: str | None, status: st
 
 
 def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> dict:
-    return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
-            "status": status}
+    return {
+        "type": "function_call",
+        "id": item_id,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
 
 
 def finish(response: dict, finish_reason: str | None, chat_usage: Any) -> dict:
@@ -143,6 +154,12 @@ def from_chat(body: dict, chat: dict, response_id: str, previous_response_id: st
         output.append(message_item(new_id("msg"), text if text else None, refusal, item_status))
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
-        output.append(function_call_item(new_id("fc"), call.get("id") or new_id("call"), function.get("name", ""),
-                                         function.get("arguments") or ""))
+        output.append(
+            function_call_item(
+                new_id("fc"),
+                call.get("id") or new_id("call"),
+                function.get("name", ""),
+                function.get("arguments") or "",
+            )
+        )
     return finish(response, finish_reason, chat.get("usage"))

@@ -46,10 +46,17 @@ class StreamTranslator:
             added["content"] = []
         out.append(self._event({"type": "response.output_item.added", "output_index": index, "item": added}))
         if kind == "message":
-            out.append(self._event({
-                "type": "response.content_part.added", "item_id": item["id"], "output_index": index,
-                "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
-            }))
+            out.append(
+                self._event(
+                    {
+                        "type": "response.content_part.added",
+                        "item_id": item["id"],
+                        "output_index": index,
+                        "content_index": 0,
+                        "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+                    }
+                )
+            )
         return out
 
     def _close(self, status: str = "completed") -> list[bytes]:
@@ -69,11 +76,29 @@ class StreamTranslator:
         elif kind == "reasoning":
             text = "".join(current["text"])
             item["content"] = [{"type": "reasoning_text", "text": text}]
-            out.append(self._event({"type": "response.reasoning_text.done", "item_id": item["id"],
-                                    "output_index": index, "content_index": 0, "text": text}))
+            out.append(
+                self._event(
+                    {
+                        "type": "response.reasoning_text.done",
+                        "item_id": item["id"],
+                        "output_index": index,
+                        "content_index": 0,
+                        "text": text,
+                    }
+                )
+            )
         elif kind == "function_call":
-            out.append(self._event({"type": "response.function_call_arguments.done", "item_id": item["id"],
-                                    "output_index": index, "name": item["name"], "arguments": item["arguments"]}))
+            out.append(
+                self._event(
+                    {
+                        "type": "response.function_call_arguments.done",
+                        "item_id": item["id"],
+                        "output_index": index,
+                        "name": item["name"],
+                        "arguments": item["arguments"],
+                    }
+                )
+            )
         out.append(self._event({"type": "response.output_item.done", "output_index": index, "item": item}))
         return out
 
@@ -103,15 +128,23 @@ class StreamTranslator:
         out = []
         if self._open is None or self._open["kind"] != kind:
             prefix = "msg" if kind == "message" else "rs"
-            item = (build.message_item(build.new_id(prefix), None, None, "in_progress") if kind == "message"
-                    else build.reasoning_item(build.new_id(prefix), ""))
+            item = (
+                build.message_item(build.new_id(prefix), None, None, "in_progress")
+                if kind == "message"
+                else build.reasoning_item(build.new_id(prefix), "")
+            )
             item["status"] = "in_progress"
             out += self._open_item(kind, item)
         current = self._open
         current["text"].append(text)
         kind_event = "response.output_text.delta" if kind == "message" else "response.reasoning_text.delta"
-        payload = {"type": kind_event, "item_id": current["item"]["id"], "output_index": current["index"],
-                   "content_index": 0, "delta": text}
+        payload = {
+            "type": kind_event,
+            "item_id": current["item"]["id"],
+            "output_index": current["index"],
+            "content_index": 0,
+            "delta": text,
+        }
         if kind == "message":
             payload["logprobs"] = []
         out.append(self._event(payload))
@@ -123,8 +156,13 @@ class StreamTranslator:
         out: list[bytes] = []
         item = self._calls.get(index)
         if item is None:
-            item = build.function_call_item(build.new_id("fc"), call.get("id") or build.new_id("call"),
-                                            function.get("name") or "", "", status="in_progress")
+            item = build.function_call_item(
+                build.new_id("fc"),
+                call.get("id") or build.new_id("call"),
+                function.get("name") or "",
+                "",
+                status="in_progress",
+            )
             self._calls[index] = item
             out += self._open_item("function_call", item)
         elif function.get("name") and not item["name"]:
@@ -133,8 +171,16 @@ class StreamTranslator:
         if piece:
             item["arguments"] += piece
             if self._open is not None and self._open["item"] is item:
-                out.append(self._event({"type": "response.function_call_arguments.delta", "item_id": item["id"],
-                                        "output_index": self._open["index"], "delta": piece}))
+                out.append(
+                    self._event(
+                        {
+                            "type": "response.function_call_arguments.delta",
+                            "item_id": item["id"],
+                            "output_index": self._open["index"],
+                            "delta": piece,
+                        }
+                    )
+                )
             # A piece for a call already closed (providers that interleave calls) still lands in the final item.
         return out
 

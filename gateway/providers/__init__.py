@@ -28,6 +28,8 @@ class Provider:
     key_required: bool = True
     query: dict[str, str] = dataclasses.field(default_factory=dict)
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Chat providers: the parameter that caps output tokens (max_tokens is the one nearly all accept).
+    max_tokens_param: str = "max_tokens"
     # A key the operator configured for this provider, used for gateway-key callers without their own.
     api_key: str | None = dataclasses.field(default=None, repr=False)
     # Why the entry cannot be used yet (an unfilled placeholder); None when usable.

@@ -1,0 +1,100 @@
+"""The Responses API over Chat Completions: translate the request, call /chat/completions, translate back.
+
+The gateway mints every id (``resp_``, ``msg_``, ``fc_``, ``rs_``) so that the stream, the final object and
+the store agree; history comes from the store, so the provider needs no memory of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import orjson
+
+from .. import sse
+from ..errors import GatewayError, UpstreamError
+from ..reply import Reply, json_reply, passed_headers, request_headers
+from ..routing import Target
+from ..upstream import Upstream, UpstreamResponse
+from . import request as translate
+from . import response as build
+from .stream import StreamTranslator
+
+
+def create(
+    upstream: Upstream,
+    target: Target,
+    body: dict,
+    *,
+    history: list[dict],
+    new_items: list[dict],
+    previous_response_id: str | None,
+    on_final: Callable[[dict], None],
+) -> Reply:
+    """Answer a Responses ``body`` through the provider's Chat Completions.
+
+    ``on_final`` gets the final Response object before the client does (for a stream: before its terminal
+    event). Raises InvalidRequest for what Chat Completions cannot express, and the upstream errors.
+    """
+    provider = target.provider
+    stream = bool(body.get("stream"))
+    chat = translate.to_chat(body, history, new_items, max_tokens_param=provider.max_tokens_param)
+    response_id = build.new_id("resp")
+    resp = upstream.request(
+        provider.name,
+        "POST",
+        provider.url("/chat/completions"),
+        headers=request_headers(target, None, stream=stream),
+        params=provider.query,
+        body=orjson.dumps(chat),
+    )
+    if stream and resp.status < 300:
+        if resp.content_type != "text/event-stream":
+            resp.close()
+            raise UpstreamError(
+                f"The provider '{provider.name}' answered a streaming request without streaming.",
+                code="upstream_invalid_response",
+            )
+        skeleton = build.skeleton(body, response_id, int(time.time()), previous_response_id)
+        return Reply(200, passed_headers(resp), stream=_events(resp, StreamTranslator(skeleton), on_final))
+    reply = json_reply(resp)
+    if reply.data is None:  # a provider error, already in the OpenAI shape
+        return reply
+    final = build.from_chat(body, reply.data, response_id, previous_response_id)
+    on_final(final)
+    return Reply(200, reply.headers, orjson.dumps(final), data=final)
+
+
+def _events(resp: UpstreamResponse, translator: StreamTranslator, on_final: Callable[[dict], None]) -> Iterator[bytes]:
+    """The Responses event stream for one chat stream. A provider that breaks off ends it with
+    ``response.failed`` (recorded as failed), never with a silent end.
+    """
+    try:
+        yield from translator.start()
+        done = False
+        for event in sse.iter_events(resp.iter_chunks()):
+            if event.data.strip() == "[DONE]":
+                done = True
+                break
+            chunk = sse.decode_data(event)
+            if chunk is None:
+                continue
+            if chunk.get("error"):
+                error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+                raise UpstreamError(
+                    f"The provider '{resp.provider}' reported an error mid-stream: {error.get('message')}",
+                    code="upstream_error",
+                )
+            yield from translator.feed(chunk)
+        if not done and translator.finish_reason is None:
+            raise UpstreamError(
+                f"The provider '{resp.provider}' ended the stream before its final chunk.",
+                code="upstream_stream_interrupted",
+            )
+        final, closing = translator.complete()
+    except GatewayError as exc:
+        final, closing = translator.fail("server_error", exc.message)
+    finally:
+        resp.close()
+    on_final(final)
+    yield from closing

@@ -1,0 +1,137 @@
+"""Request translation, Responses -> Chat Completions, as a table of cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.emulation.request import to_chat
+from gateway.errors import InvalidRequest
+from gateway.store import input_items_of
+
+
+def chat(body, history=()):
+    return to_chat(
+        {"model": "m", **body}, list(history), input_items_of(body.get("input")), max_tokens_param="max_tokens"
+    )
+
+
+def test_roles_and_content_parts():
+    out = chat(
+        {
+            "input": [
+                {"role": "developer", "content": "rules"},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "look"},
+                        {"type": "input_image", "image_url": "https://x.test/a.png"},
+                    ],
+                },
+                {
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": "ok", "annotations": []}],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_file", "file_data": "data:application/pdf;base64,AA==", "filename": "a.pdf"}
+                    ],
+                },
+            ]
+        }
+    )
+    assert out["messages"] == [
+        {"role": "system", "content": "rules"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": "https://x.test/a.png", "detail": "auto"}},
+            ],
+        },
+        {"role": "assistant", "content": "ok"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "file", "file": {"file_data": "data:application/pdf;base64,AA==", "filename": "a.pdf"}}
+            ],
+        },
+    ]
+
+
+def test_parameters_are_mapped_and_extras_forwarded():
+    out = chat(
+        {
+            "input": "hi",
+            "max_output_tokens": 50,
+            "temperature": 0.2,
+            "top_p": 0.9,
+            "stream": True,
+            "reasoning": {"effort": "low"},
+            "safety_identifier": "u1",
+            "metadata": {"a": "b"},
+            "top_k": 5,
+            "store": True,
+            "include": ["reasoning.encrypted_content"],
+        }
+    )
+    assert out["max_tokens"] == 50 and out["temperature"] == 0.2 and out["top_p"] == 0.9
+    assert out["reasoning_effort"] == "low" and out["user"] == "u1" and out["top_k"] == 5
+    assert out["stream_options"] == {"include_usage": True}
+    assert not {"metadata", "store", "include", "max_output_tokens"} & set(out)
+
+
+def test_output_items_of_earlier_turns_become_assistant_turns():
+    history = [
+        {"type": "message", "role": "user", "content": "weather?"},
+        {
+            "type": "message",
+            "id": "msg_1",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": "Checking.", "annotations": []}],
+        },
+        {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "w", "arguments": "{}"},
+        {"type": "function_call", "id": "fc_2", "call_id": "c2", "name": "w", "arguments": "{}"},
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+    ]
+    out = chat(
+        {
+            "input": [
+                {"type": "function_call_output", "call_id": "c1", "output": "sun"},
+                {"type": "function_call_output", "call_id": "c2", "output": [{"type": "input_text", "text": "rain"}]},
+            ]
+        },
+        history,
+    )
+    assert out["messages"][1]["content"] == "Checking."
+    assert [c["id"] for c in out["messages"][1]["tool_calls"]] == ["c1", "c2"]
+    assert out["messages"][2:] == [
+        {"role": "tool", "tool_call_id": "c1", "content": "sun"},
+        {"role": "tool", "tool_call_id": "c2", "content": "rain"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"input": "x", "tools": [{"type": "file_search"}]}, "tools[0]"),
+        ({"input": "x", "tool_choice": {"type": "allowed_tools"}}, "tool_choice"),
+        ({"input": "x", "conversation": "conv_1"}, "conversation"),
+        ({"input": "x", "prompt": {"id": "p"}}, "prompt"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]}]},
+            "input[0].content[0]",
+        ),
+        ({"input": [{"role": "assistant", "content": [{"type": "input_text", "text": "no"}]}]}, "input[0].content[0]"),
+        ({"input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
+        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]"),
+        ({"input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}, "text.format"),
+        ({"input": [{"type": "function_call", "call_id": "c9", "name": "f", "arguments": "{}"}]}, "input"),
+    ],
+)
+def test_what_chat_cannot_express_is_a_400(body, param):
+    with pytest.raises(InvalidRequest) as info:
+        chat(body)
+    assert info.value.param == param
