@@ -29,7 +29,7 @@ BODY = {"model": "gpt-4o-mini", "input": "Say hello in one short sentence.", "st
 HEADERS = {"Authorization": "Bearer sk-bench", "x-portkey-provider": "openai"}
 
 
-def run_step(url: str, concurrency: int, total: int) -> list[float]:
+def run_step(url: str, concurrency: int, total: int, body: dict, headers: dict) -> list[float]:
     latencies: list[float] = []
     lock = threading.Lock()
     per_worker = total // concurrency
@@ -39,7 +39,7 @@ def run_step(url: str, concurrency: int, total: int) -> list[float]:
         mine = []
         for _ in range(per_worker):
             t0 = time.perf_counter()
-            resp = session.post(url, json=BODY, headers=HEADERS, timeout=30)
+            resp = session.post(url, json=body, headers=headers, timeout=30)
             mine.append(time.perf_counter() - t0)
             if resp.status_code != 200:
                 raise RuntimeError(f"{url}: HTTP {resp.status_code} {resp.text[:200]}")
@@ -64,6 +64,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=64)
     parser.add_argument("--store", action="store_true", help="let the gateway record every response (store: true)")
+    parser.add_argument(
+        "--emulated",
+        action="store_true",
+        help="through the Chat Completions emulation (direct = the fake's /chat/completions)",
+    )
     args = parser.parse_args()
     if args.store:
         BODY["store"] = True
@@ -71,25 +76,36 @@ def main() -> None:
     fake = FakeProvider().start()
     store = f"/tmp/gateway-bench-{os.getpid()}.sqlite3"
     gw = Gunicorn(
-        {"GATEWAY_PROVIDERS__OPENAI__BASE_URL": fake.url, "GATEWAY_STORE_URL": f"sqlite:///{store}"},
+        {
+            "GATEWAY_PROVIDERS__OPENAI__BASE_URL": fake.url,
+            "GATEWAY_PROVIDERS__FAKECHAT__BASE_URL": fake.url,
+            "GATEWAY_PROVIDERS__FAKECHAT__API": "chat",
+            "GATEWAY_STORE_URL": f"sqlite:///{store}",
+        },
         workers=args.workers,
         threads=args.threads,
     )
     try:
-        targets = {"direct": fake.url + "/responses", "gateway": gw.url + "/v1/responses"}
+        gateway_headers = {**HEADERS, "x-portkey-provider": "fakechat" if args.emulated else "openai"}
+        if args.emulated:
+            chat_body = {"model": BODY["model"], "messages": [{"role": "user", "content": BODY["input"]}]}
+            direct = (fake.url + "/chat/completions", chat_body, HEADERS)
+        else:
+            direct = (fake.url + "/responses", BODY, HEADERS)
+        targets = {"direct": direct, "gateway": (gw.url + "/v1/responses", BODY, gateway_headers)}
         print(
             f"{args.requests} requests per step, gunicorn {args.workers} workers x {args.threads} threads, "
-            f"store {'on' if args.store else 'off'}"
+            f"store {'on' if args.store else 'off'}, {'emulated' if args.emulated else 'native'}"
         )
         print("| c | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 / p99 ms | gateway req/s |")
         print("|---|---|---|---|---|")
         for c in [int(x) for x in args.concurrency.split(",")]:
-            for url in targets.values():
-                run_step(url, c, min(200, args.requests))  # warm-up: pools, imports, caches
+            for target in targets.values():
+                run_step(target[0], c, min(200, args.requests), *target[1:])  # warm-up: pools, imports, caches
             results = {}
-            for name, url in targets.items():
+            for name, target in targets.items():
                 t0 = time.perf_counter()
-                lat = run_step(url, c, args.requests)
+                lat = run_step(target[0], c, args.requests, *target[1:])
                 results[name] = (pct(lat, 0.5), pct(lat, 0.99), len(lat) / (time.perf_counter() - t0))
             d, g = results["direct"], results["gateway"]
             print(

@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -115,6 +116,13 @@ def chat_answer(body: dict, knobs: dict[str, Any]) -> dict:
     }
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client dropping an idle keep-alive connection is normal; anything else is still printed.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class FakeProvider:
     """The server and its memory; ``start()`` runs it on a free port in a daemon thread."""
 
@@ -127,7 +135,7 @@ class FakeProvider:
         self.disconnects = 0
         self.disconnected = threading.Event()
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer((host, port), _Handler)
+        self.server = _Server((host, port), _Handler)
         self.server.daemon_threads = True
         self.server.fake = self  # type: ignore[attr-defined]
 

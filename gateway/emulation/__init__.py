@@ -73,9 +73,10 @@ def _events(resp: UpstreamResponse, translator: StreamTranslator, on_final: Call
         yield from translator.start()
         done = False
         for event in sse.iter_events(resp.iter_chunks()):
-            if event.data.strip() == "[DONE]":
+            if done or event.data.strip() == "[DONE]":
+                # Read on to the end of the body (nothing follows [DONE]) so the connection can be reused.
                 done = True
-                break
+                continue
             chunk = sse.decode_data(event)
             if chunk is None:
                 continue
