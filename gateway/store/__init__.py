@@ -20,6 +20,13 @@ from .tables import INPUT, OUTPUT, SCHEMA_VERSION, items, meta, metadata, respon
 _ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
 MAX_CHAIN = 10_000
 
+# Hot-path statements are built once: building one per call (``.values(...)``, fresh ``where``) costs more
+# in SQLAlchemy's coercion and cache-key work than SQLite spends executing it.
+_INSERT_RESPONSE = responses.insert()
+_INSERT_ITEMS = items.insert()
+_GET = sa.select(responses).where(responses.c.id == sa.bindparam("id"), responses.c.tenant == sa.bindparam("tenant"))
+_OWNER = sa.select(responses.c.tenant).where(responses.c.id == sa.bindparam("id"))
+
 
 @dataclasses.dataclass(frozen=True)
 class StoredResponse:
@@ -147,22 +154,21 @@ class Store:
                 }
             )
         created = response.get("created_at")
+        row = {
+            "id": response["id"],
+            "tenant": tenant,
+            "provider": provider,
+            "mode": mode,
+            "model": str(response.get("model") or "")[:256],
+            "status": str(response.get("status") or "")[:32],
+            "previous_response_id": response.get("previous_response_id"),
+            "created_at": float(created) if isinstance(created, int | float) else time.time(),
+            "body": orjson.dumps(response).decode(),
+        }
         with self.engine.begin() as conn:
-            conn.execute(
-                responses.insert().values(
-                    id=response["id"],
-                    tenant=tenant,
-                    provider=provider,
-                    mode=mode,
-                    model=str(response.get("model") or "")[:256],
-                    status=str(response.get("status") or "")[:32],
-                    previous_response_id=response.get("previous_response_id"),
-                    created_at=float(created) if isinstance(created, int | float) else time.time(),
-                    body=orjson.dumps(response).decode(),
-                )
-            )
+            conn.execute(_INSERT_RESPONSE, row)
             if rows:
-                conn.execute(items.insert(), rows)
+                conn.execute(_INSERT_ITEMS, rows)
 
     def delete(self, tenant: str, response_id: str) -> bool:
         """Remove a response and its items; False when this tenant has no such response."""
@@ -196,13 +202,11 @@ class Store:
     def owner_of(self, response_id: str) -> str | None:
         """The tenant of a response, or None when the store has never seen it (or it was deleted)."""
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(responses.c.tenant).where(responses.c.id == response_id)).scalar()
+            return conn.execute(_OWNER, {"id": response_id}).scalar()
 
     def get(self, tenant: str, response_id: str) -> StoredResponse | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(responses).where(responses.c.id == response_id, responses.c.tenant == tenant)
-            ).first()
+            row = conn.execute(_GET, {"id": response_id, "tenant": tenant}).first()
         if row is None:
             return None
         return StoredResponse(
