@@ -115,16 +115,15 @@ class Upstream:
         UpstreamError when it answers with a redirect: redirects are never followed, so a provider can
         never send the gateway (and the caller's key) to a host the operator did not configure.
         """
+        session = self.session()
         try:
-            resp = self.session().request(
-                method,
-                url,
-                headers=headers,
-                params=params,
-                data=body,
-                stream=True,
-                allow_redirects=False,
-                timeout=timeout or self.timeout,
+            # Straight to the adapter, past Session.request: its settings merge costs more than the rest of
+            # the relay, and its cookie jar would carry one tenant's provider cookies into another's calls.
+            prepared = requests.PreparedRequest()
+            prepared.prepare(method=method, url=url, headers={**session.headers, **headers}, data=body, params=params)
+            proxies = session.merge_environment_settings(url, {}, True, None, None)["proxies"] if self.trust_env else {}
+            resp = session.get_adapter(url).send(
+                prepared, stream=True, timeout=timeout or self.timeout, verify=True, cert=None, proxies=proxies
             )
         except Exception as exc:
             raise _translate(exc, provider) from None
