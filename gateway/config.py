@@ -48,6 +48,17 @@ class Settings:
     store_url: str = _setting("sqlite:///gateway.sqlite3", "SQLAlchemy URL of the response store")
     retention: str = _setting("", "default age for `gateway purge` (e.g. `30d`, `12h`); empty: keep forever")
     log_level: str = _setting("INFO", "log level of the `gateway` logger")
+    configs: dict = _setting(
+        {}, "`[configs.NAME]` routing configs a caller may name in `x-portkey-config` instead of sending JSON"
+    )
+    custom_hosts: list = _setting(
+        [], "base URLs a caller may name in `x-portkey-custom-host` or a config's `custom_host` (none by default)"
+    )
+    retry_backoff_base: float = _setting(0.5, "first retry waits up to this many seconds (full jitter), doubling")
+    retry_backoff_cap: float = _setting(8.0, "longest wait between retries, seconds")
+    retry_after_max: float = _setting(
+        30.0, "longest provider Retry-After the gateway waits out; a longer one ends the retries"
+    )
     providers: dict = _setting(
         {}, "`[providers.NAME]` tables: add a provider or override a built-in one (`base_url`, `api`, `auth`…)"
     )
@@ -150,6 +161,12 @@ def _coerce(name: str, value: Any, kind: str) -> Any:
             return float(value)
         except ValueError:
             raise SettingsError(f"setting {name!r} must be a number, not {value!r}") from None
+    if kind == "list":
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise SettingsError(f"setting {name!r} must be a list, not {value!r}")
+        return value
     if kind == "dict":
         if not isinstance(value, dict):
             raise SettingsError(f"setting {name!r} must be a table, not {value!r}")

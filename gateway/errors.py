@@ -71,6 +71,14 @@ class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
 
 
+class RequestTimeout(GatewayError):
+    """408: the config's request_timeout ran out before the provider answered."""
+
+    status = 408
+    type = "timeout_error"
+    code = "request_timeout"
+
+
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 

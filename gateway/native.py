@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -26,9 +27,10 @@ def create(
 ) -> Reply:
     """POST the body to the provider's /responses.
 
-    The upstream call is made before anything is returned, so every failure up to the provider's status
-    line is an ordinary JSON error. ``on_final`` gets the final Response object of a stream (from its
-    terminal event) before that event is passed on.
+    The upstream call is made, and for a stream its first event read, before anything is returned: every
+    failure up to then is an ordinary JSON error (and a reason to try the next target). ``on_final`` gets
+    the final Response object of a stream (from its terminal event) before that event is passed on, or
+    the last one seen, marked failed, when the stream breaks.
     """
     provider = target.provider
     resp = upstream.request(
@@ -38,13 +40,31 @@ def create(
         headers=request_headers(target, client_headers, stream=stream),
         params=provider.query,
         body=body,
+        timeout=upstream.timeout_for(target.timeout),
     )
     if stream and resp.status < 300 and resp.content_type == "text/event-stream":
-        return Reply(200, passed_headers(resp), stream=relay_events(resp, on_final))
+        events = sse.iter_events(resp.iter_chunks())
+        try:
+            first = next(events)
+        except StopIteration:
+            resp.close()
+            raise UpstreamError(
+                f"The provider '{provider.name}' closed the stream before its first event.",
+                code="upstream_stream_interrupted",
+            ) from None
+        except GatewayError:
+            resp.close()
+            raise
+        return Reply(200, passed_headers(resp), stream=relay_events(resp, first, events, on_final))
     return json_reply(resp)
 
 
-def relay_events(resp: UpstreamResponse, on_final: Callable[[dict], None] | None = None) -> Iterator[bytes]:
+def relay_events(
+    resp: UpstreamResponse,
+    first: sse.Event,
+    events: Iterator[sse.Event],
+    on_final: Callable[[dict], None] | None = None,
+) -> Iterator[bytes]:
     """Pass each SSE event on as soon as it is complete; end a broken stream with an ``error`` event.
 
     A stream that stops without a terminal event is broken too: a client must never mistake a cut for
@@ -52,32 +72,36 @@ def relay_events(resp: UpstreamResponse, on_final: Callable[[dict], None] | None
     """
     last_seq = -1
     finished = False
+    latest: dict | None = None  # the newest Response snapshot, recorded as failed if the stream breaks
+    failure: GatewayError | None = None
     try:
-        for event in sse.iter_events(resp.iter_chunks()):
+        for event in itertools.chain((first,), events):
             payload = sse.decode_data(event)
             if payload is not None:
                 seq = payload.get("sequence_number")
                 if isinstance(seq, int):
                     last_seq = seq
-                kind = payload.get("type")
-                if kind in TERMINAL_EVENTS:
+                if isinstance(payload.get("response"), dict):
+                    latest = payload["response"]
+                if payload.get("type") in TERMINAL_EVENTS:
                     finished = True
-                    if on_final is not None and isinstance(payload.get("response"), dict):
-                        on_final(payload["response"])
+                    if on_final is not None and latest is not None:
+                        on_final(latest)
             yield event.raw
         if not finished:
-            yield error_event(
-                last_seq + 1,
-                UpstreamError(
-                    f"The provider '{resp.provider}' ended the stream before its final event.",
-                    code="upstream_stream_interrupted",
-                ),
+            failure = UpstreamError(
+                f"The provider '{resp.provider}' ended the stream before its final event.",
+                code="upstream_stream_interrupted",
             )
     except GatewayError as exc:
         if not finished:
-            yield error_event(last_seq + 1, exc)
+            failure = exc
     finally:
         resp.close()
+    if failure is not None:
+        if on_final is not None and latest is not None:
+            on_final({**latest, "status": "failed", "error": {"code": "server_error", "message": failure.message}})
+        yield error_event(last_seq + 1, failure)
 
 
 def _path(response_id: str, suffix: str = "") -> str:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import email.utils
 import logging
-from collections.abc import Mapping
+import random
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
 from . import emulation, native, routing
 from .auth import Caller
-from .errors import InvalidRequest, NotFound, not_found_response
+from .errors import GatewayError, InvalidRequest, NotFound, RequestTimeout, UpstreamTimeout, not_found_response
 from .reply import Reply
 from .routing import Target
 from .services import Services
@@ -44,7 +47,7 @@ def _locate(
     record = _owned(svc, caller, response_id)
     if record is not None:
         return record, routing.target_for(routing.provider_named(svc.catalogue, record.provider), caller)
-    target = routing.targets(headers, caller, svc.catalogue)[0]
+    target = svc.router.targets(headers, caller)[0]
     if not target.provider.native:
         raise not_found_response(response_id)  # an emulated response exists only in the store
     return None, target
@@ -72,16 +75,114 @@ def _previous_not_found(prev_id: str) -> InvalidRequest:
 def create(svc: Services, caller: Caller, headers: Mapping[str, str], body: dict, raw: bytes) -> tuple[Reply, Target]:
     """POST /v1/responses. ``body`` is the validated request, ``raw`` its bytes as received.
 
-    The record is written before the reply (or a stream's terminal event) leaves, so a follow-up turn on
-    any worker or host finds it.
+    Each target is tried in turn, with its retries; the first success answers. The record is written
+    before the reply (or a stream's terminal event) leaves, so a follow-up turn on any worker or host
+    finds it.
     """
     prev_id, prev = _previous(svc, caller, body)
-    target = routing.targets(headers, caller, svc.catalogue)[0]
-    native_call = target.provider.native
+    targets = svc.router.targets(headers, caller)
     keep = body.get("store") is not False
     # Ids are minted only for what will be kept; nothing is allocated for `store: false` traffic.
     new_items = input_items_of(body.get("input"), mint=keep)
+
+    def call(target: Target) -> Reply:
+        return _create_on(svc, caller, headers, body, raw, target, prev_id, prev, keep, new_items)
+
+    return attempt(svc, targets, call)
+
+
+def attempt(svc: Services, targets: list[Target], call: Callable[[Target], Reply]) -> tuple[Reply, Target]:
+    """Call the targets in order, retrying each as its policy says; the first answer below 400 wins.
+
+    Otherwise the last failure is the answer: a reply as the provider gave it, or the gateway's error.
+    Response headers say which target answered and after how many retries.
+    """
+    settings = svc.settings
+    for position, target in enumerate(targets):
+        retries = 0
+        while True:
+            failure: GatewayError | None = None
+            try:
+                reply = call(target)
+                status, retry_after = reply.status, reply.headers.get("Retry-After") or reply.headers.get("retry-after")
+            except GatewayError as err:
+                if isinstance(err, UpstreamTimeout) and target.timeout is not None:
+                    err = RequestTimeout(
+                        f"The provider '{target.provider.name}' did not answer within the config's "
+                        f"request_timeout of {int(target.timeout * 1000)} ms."
+                    )
+                failure, status, retry_after = err, err.status, err.headers.get("Retry-After")
+            if status < 400:
+                _mark(reply.headers, target, retries)
+                return reply, target
+            if retries < target.attempts and status in target.retry_on:
+                wait = _backoff(retries, retry_after, settings)
+                if wait is not None:
+                    log.info("retrying %s after %s in %.2fs", target.provider.name, status, wait)
+                    time.sleep(wait)
+                    retries += 1
+                    continue
+            break
+        last = position == len(targets) - 1
+        if last or not target.falls_back_on(status):
+            if failure is not None:
+                _mark(failure.headers, target, retries)
+                raise failure
+            _mark(reply.headers, target, retries)
+            return reply, target
+        log.info("falling back from %s after %s", target.provider.name, status)
+    raise AssertionError("no targets")  # routing always yields at least one
+
+
+def _mark(headers: dict[str, str], target: Target, retries: int) -> None:
+    headers["x-portkey-provider"] = target.provider.name
+    headers["x-portkey-last-used-option-index"] = str(target.index)
+    headers["x-portkey-retry-attempt-count"] = str(retries)
+
+
+def _backoff(retries: int, retry_after: str | None, settings: Any) -> float | None:
+    """Seconds to wait before retry ``retries + 1``: exponential with full jitter, capped, and never less
+    than the provider's Retry-After; None when that asks for longer than the gateway will wait.
+    """
+    wait = random.uniform(0, min(settings.retry_backoff_cap, settings.retry_backoff_base * 2**retries))
+    if retry_after:
+        asked = _retry_after_seconds(retry_after)
+        if asked is not None:
+            if asked > settings.retry_after_max:
+                return None
+            wait = max(wait, asked)
+    return wait
+
+
+def _retry_after_seconds(value: str) -> float | None:
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _create_on(
+    svc: Services,
+    caller: Caller,
+    headers: Mapping[str, str],
+    body: dict,
+    raw: bytes,
+    target: Target,
+    prev_id: str | None,
+    prev: StoredResponse | None,
+    keep: bool,
+    new_items: list[dict],
+) -> Reply:
+    """One try of the create on one target."""
+    native_call = target.provider.native
     switched = native_call and prev is not None and prev.provider != target.provider.name
+    if target.override_params:
+        body = {**body, **target.override_params}
 
     def record(response: dict) -> None:
         if not keep or not isinstance(response.get("id"), str):
@@ -104,7 +205,7 @@ def create(svc: Services, caller: Caller, headers: Mapping[str, str], body: dict
         if prev_id and prev is None:
             raise _previous_not_found(prev_id)  # an emulated provider keeps no state to ask instead
         history = svc.store.chain_items(caller.tenant, prev.id) if prev is not None else []
-        reply = emulation.create(
+        return emulation.create(
             svc.upstream,
             target,
             body,
@@ -113,7 +214,6 @@ def create(svc: Services, caller: Caller, headers: Mapping[str, str], body: dict
             previous_response_id=prev_id,
             on_final=record,
         )
-        return reply, target
 
     payload = raw
     if switched:
@@ -122,6 +222,8 @@ def create(svc: Services, caller: Caller, headers: Mapping[str, str], body: dict
         inlined = {k: v for k, v in body.items() if k != "previous_response_id"}
         inlined["input"] = history + input_items_of(body.get("input"), mint=False)
         payload = orjson.dumps(inlined)
+    elif target.override_params:
+        payload = orjson.dumps(body)
     reply = native.create(
         svc.upstream, target, payload, stream=bool(body.get("stream")), client_headers=headers, on_final=record
     )
@@ -129,7 +231,7 @@ def create(svc: Services, caller: Caller, headers: Mapping[str, str], body: dict
         record(reply.data)
         if switched:
             reply.body = orjson.dumps(reply.data)
-    return reply, target
+    return reply
 
 
 def _json(data: dict) -> Reply:

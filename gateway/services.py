@@ -9,6 +9,7 @@ from flask import Flask, current_app
 from .auth import Authenticator
 from .config import Settings
 from .providers import Catalogue
+from .routing import Router
 from .store import Store
 from .upstream import Upstream
 
@@ -22,6 +23,7 @@ class Services:
     upstream: Upstream
     auth: Authenticator
     store: Store
+    router: Router
 
 
 def init_app(app: Flask, settings: Settings) -> Services:
@@ -29,9 +31,10 @@ def init_app(app: Flask, settings: Settings) -> Services:
     store.migrate()
     # Tenant digests must agree across workers and hosts and survive restarts: one salt, kept in the store.
     salt = settings.key_salt or store.secret("key_salt")
+    catalogue = Catalogue(settings.providers)
     svc = Services(
         settings=settings,
-        catalogue=Catalogue(settings.providers),
+        catalogue=catalogue,
         upstream=Upstream(
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_read_timeout,
@@ -41,6 +44,7 @@ def init_app(app: Flask, settings: Settings) -> Services:
         ),
         auth=Authenticator(settings.keys, allow_provider_keys=settings.allow_provider_keys, salt=salt),
         store=store,
+        router=Router(catalogue, configs=settings.configs, custom_hosts=settings.custom_hosts),
     )
     app.extensions[EXTENSION] = svc
     return svc

@@ -84,6 +84,12 @@ class Upstream:
         self.max_response_bytes = max_response_bytes
         self._local = threading.local()
 
+    def timeout_for(self, seconds: float | None) -> tuple[float, float] | None:
+        """(connect, read) timeouts for a call with its own time limit, None for the defaults."""
+        if seconds is None:
+            return None
+        return (min(self.timeout[0], seconds), seconds)
+
     def session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:

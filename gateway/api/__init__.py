@@ -38,8 +38,8 @@ def to_response(reply: Reply, provider: str) -> Response:
         resp.headers["X-Accel-Buffering"] = "no"
     else:
         resp = Response(reply.body, status=reply.status, mimetype="application/json")
-    resp.headers.update(reply.headers)
     resp.headers["x-portkey-provider"] = provider
     resp.headers["x-portkey-last-used-option-index"] = "0"
     resp.headers["x-portkey-retry-attempt-count"] = "0"
+    resp.headers.update(reply.headers)  # the relay's own marks, where it made them, win
     return resp

@@ -6,6 +6,7 @@ the store agree; history comes from the store, so the provider needs no memory o
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 
@@ -47,6 +48,7 @@ def create(
         headers=request_headers(target, None, stream=stream),
         params=provider.query,
         body=orjson.dumps(chat),
+        timeout=upstream.timeout_for(target.timeout),
     )
     if stream and resp.status < 300:
         if resp.content_type != "text/event-stream":
@@ -55,8 +57,25 @@ def create(
                 f"The provider '{provider.name}' answered a streaming request without streaming.",
                 code="upstream_invalid_response",
             )
+        # The first chunk is read before anything is returned, so a provider that fails at once is an
+        # ordinary JSON error, and a reason to try the next target.
+        events = sse.iter_events(resp.iter_chunks())
+        try:
+            first = next(events)
+        except StopIteration:
+            resp.close()
+            raise UpstreamError(
+                f"The provider '{provider.name}' closed the stream before its first chunk.",
+                code="upstream_stream_interrupted",
+            ) from None
+        except GatewayError:
+            resp.close()
+            raise
         skeleton = build.skeleton(body, response_id, int(time.time()), previous_response_id)
-        return Reply(200, passed_headers(resp), stream=_events(resp, StreamTranslator(skeleton), on_final))
+        translator = StreamTranslator(skeleton)
+        return Reply(
+            200, passed_headers(resp), stream=_events(resp, itertools.chain((first,), events), translator, on_final)
+        )
     reply = json_reply(resp)
     if reply.data is None:  # a provider error, already in the OpenAI shape
         return reply
@@ -65,14 +84,19 @@ def create(
     return Reply(200, reply.headers, orjson.dumps(final), data=final)
 
 
-def _events(resp: UpstreamResponse, translator: StreamTranslator, on_final: Callable[[dict], None]) -> Iterator[bytes]:
+def _events(
+    resp: UpstreamResponse,
+    events: Iterator[sse.Event],
+    translator: StreamTranslator,
+    on_final: Callable[[dict], None],
+) -> Iterator[bytes]:
     """The Responses event stream for one chat stream. A provider that breaks off ends it with
     ``response.failed`` (recorded as failed), never with a silent end.
     """
     try:
         yield from translator.start()
         done = False
-        for event in sse.iter_events(resp.iter_chunks()):
+        for event in events:
             if done or event.data.strip() == "[DONE]":
                 # Read on to the end of the body (nothing follows [DONE]) so the connection can be reused.
                 done = True
