@@ -12,6 +12,9 @@ or ``metadata`` keys ``fake_<knob>`` on one create request:
   deltas         streams: number of text deltas
   cut_after      streams: drop the connection (no chunked terminator) after this many events
   end_after      streams: end the stream cleanly but early, after this many events
+  fail_first     fail this many requests (with fail_status, default 500), then answer normally
+  retry_after    a Retry-After header on injected errors
+  endless        a 200 JSON body that never ends
 
 Run ``python -m tests.fake_provider --port 18000`` for a standalone demo provider.
 """
@@ -133,6 +136,7 @@ class FakeProvider:
         self.requests: list[dict] = []
         self.sent: list[str] = []  # event types written by streams, in order
         self.disconnects = 0
+        self.failures = 0  # how many requests the fail_first knob has failed so far
         self.disconnected = threading.Event()
         self.lock = threading.Lock()
         self.server = _Server((host, port), _Handler)
@@ -158,6 +162,7 @@ class FakeProvider:
             self.requests.clear()
             self.sent.clear()
             self.disconnects = 0
+            self.failures = 0
             self.disconnected.clear()
 
     # ----------------------------------------------------------------- the model
@@ -268,14 +273,28 @@ class _Handler(BaseHTTPRequestHandler):
     def _record(self, body: Any) -> None:
         with self.fake.lock:
             self.fake.requests.append(
-                {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": dict(self.headers),
+                    "body": body,
+                    "at": time.monotonic(),
+                }
             )
 
     def _fault(self, knobs: dict[str, Any]) -> bool:
         """Apply delay and status knobs; True when an error answer was sent."""
         if knobs.get("delay_ms"):
             time.sleep(float(knobs["delay_ms"]) / 1000)
+        if knobs.get("endless"):
+            self._endless()
+            return True
         status = int(knobs.get("status") or 0)
+        if knobs.get("fail_first"):
+            with self.fake.lock:
+                failing = self.fake.failures < int(knobs["fail_first"])
+                self.fake.failures += failing
+            status = int(knobs.get("fail_status", 500)) if failing else 0
         if status:
             if "body" in knobs:
                 raw = str(knobs["body"]).encode()
@@ -293,6 +312,22 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             return True
         return False
+
+    def _endless(self) -> None:
+        """A 200 whose JSON body never ends (bounded at 10 s), until the client hangs up."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        chunk = b'{"padding": "' + b"x" * 65536
+        deadline = time.monotonic() + 10
+        try:
+            while time.monotonic() < deadline:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                chunk = b"x" * 65536
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
 
     def _route(self) -> tuple[list[str], dict[str, list[str]]]:
         parts = urlsplit(self.path)
