@@ -14,12 +14,35 @@ from gateway import create_app
 from gateway.services import EXTENSION
 
 H = {"Authorization": "Bearer sk-fuzz", "x-portkey-provider": "openai"}
-FIELDS = ["model", "input", "stream", "store", "tools", "tool_choice", "max_output_tokens", "temperature", "top_p",
-          "metadata", "previous_response_id", "instructions", "text", "reasoning", "include", "background",
-          "parallel_tool_calls", "truncation", "conversation", "prompt", "user"]
+FIELDS = [
+    "model",
+    "input",
+    "stream",
+    "store",
+    "tools",
+    "tool_choice",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "metadata",
+    "previous_response_id",
+    "instructions",
+    "text",
+    "reasoning",
+    "include",
+    "background",
+    "parallel_tool_calls",
+    "truncation",
+    "conversation",
+    "prompt",
+    "user",
+]
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
     | st.text(max_size=50),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12,
@@ -31,8 +54,12 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 @pytest.fixture(scope="module")
 def fuzz_app(fake, tmp_path_factory):
     path = tmp_path_factory.mktemp("fuzz") / "store.sqlite3"
-    app = create_app({"providers": {"openai": {"base_url": fake.url}, "fakechat": {"base_url": fake.url, "api": "chat"}},
-                      "store_url": f"sqlite:///{path}"})
+    app = create_app(
+        {
+            "providers": {"openai": {"base_url": fake.url}, "fakechat": {"base_url": fake.url, "api": "chat"}},
+            "store_url": f"sqlite:///{path}",
+        }
+    )
     client = app.test_client()
     kept = client.post("/v1/responses", json={"model": "m", "input": "keep me"}, headers=H).json
     return app, kept
@@ -43,7 +70,8 @@ def _snapshot(app, response_id):
     with store.engine.connect() as conn:
         rows = conn.exec_driver_sql(
             "SELECT * FROM gw_responses WHERE id = ? UNION ALL SELECT response_id, kind, position, item_id, body, "
-            "NULL, NULL, NULL, NULL FROM gw_items WHERE response_id = ?", (response_id, response_id)
+            "NULL, NULL, NULL, NULL FROM gw_items WHERE response_id = ?",
+            (response_id, response_id),
         ).all()
     return rows
 
@@ -79,8 +107,9 @@ def test_any_bytes(fuzz_app, raw, content_type):
 @SETTINGS
 @given(
     response_id=st.text(max_size=80),
-    query=st.dictionaries(st.sampled_from(["limit", "order", "after", "include[]", "stream", "x"]),
-                          st.text(max_size=20), max_size=4),
+    query=st.dictionaries(
+        st.sampled_from(["limit", "order", "after", "include[]", "stream", "x"]), st.text(max_size=20), max_size=4
+    ),
     method=st.sampled_from(["GET", "DELETE", "PUT", "PATCH"]),
 )
 def test_any_read(fuzz_app, response_id, query, method):
