@@ -1,8 +1,11 @@
-"""Liveness."""
+"""Liveness and the OpenAPI description."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, current_app
+
+from .. import __version__
+from ..schemas.openapi import build_spec
 
 bp = Blueprint("health", __name__)
 
@@ -10,3 +13,11 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz() -> dict:
     return {"status": "ok"}
+
+
+@bp.get("/openapi.json")
+def openapi() -> dict:
+    spec = current_app.extensions.get("gateway.openapi")
+    if spec is None:
+        spec = current_app.extensions["gateway.openapi"] = build_spec(__version__)
+    return spec

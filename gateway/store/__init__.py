@@ -13,6 +13,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.pool import StaticPool
 
 from .tables import INPUT, OUTPUT, SCHEMA_VERSION, items, meta, metadata, responses
 
@@ -71,8 +72,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    if url.startswith("sqlite"):
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        # One in-memory database for the whole process (a throwaway store for demos and tests).
+        engine = sa.create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    elif url.startswith("sqlite"):
         engine = sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=False)
+    if url.startswith("sqlite"):
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=True)

@@ -1,0 +1,165 @@
+"""The gateway's OpenAPI description, generated from its marshmallow schemas (apispec)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import Schema, validate
+from marshmallow import fields as mfields
+
+from .config import ConfigSchema
+from .fields import Typed
+from .responses import CreateResponseSchema, InputItemsQuerySchema, RetrieveQuerySchema
+
+_JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array", dict: "object"}
+
+
+class ErrorDetailSchema(Schema):
+    message = mfields.String(required=True)
+    type = mfields.String(required=True)
+    param = mfields.String(required=True, allow_none=True)
+    code = mfields.String(required=True, allow_none=True)
+
+
+class ErrorSchema(Schema):
+    error = mfields.Nested(ErrorDetailSchema, required=True)
+
+
+def _typed(self: Any, field: Any, **kwargs: Any) -> dict:
+    """Strict JSON fields: their one type, or a oneOf of them."""
+    if not isinstance(field, Typed):
+        return {}
+    names = [_JSON_TYPES[t] for t in field.types if not (t is int and float in field.types)]
+    out: dict[str, Any] = {"type": names[0]} if len(names) == 1 else {"oneOf": [{"type": n} for n in names]}
+    # apispec reads validators only off marshmallow's own Number and String fields.
+    for validator in field.validators:
+        if isinstance(validator, validate.Range):
+            if validator.min is not None:
+                out["minimum"] = validator.min
+            if validator.max is not None:
+                out["maximum"] = validator.max
+        elif isinstance(validator, validate.Length):
+            if validator.min is not None:
+                out["minLength"] = validator.min
+            if validator.max is not None:
+                out["maxLength"] = validator.max
+        elif isinstance(validator, validate.OneOf):
+            out["enum"] = list(validator.choices)
+    return out
+
+
+_HEADERS = [
+    {
+        "name": "x-portkey-provider",
+        "in": "header",
+        "schema": {"type": "string"},
+        "description": "Provider to route to (see the catalogue); may be left out for reads of recorded responses.",
+    },
+    {
+        "name": "x-portkey-api-key",
+        "in": "header",
+        "schema": {"type": "string"},
+        "description": "Gateway key or the provider's own key (else Authorization: Bearer).",
+    },
+    {
+        "name": "x-portkey-config",
+        "in": "header",
+        "schema": {"type": "string"},
+        "description": "Routing config as JSON (see RoutingConfig) or the name of a saved config.",
+    },
+    {
+        "name": "x-portkey-custom-host",
+        "in": "header",
+        "schema": {"type": "string"},
+        "description": "Provider base URL; only hosts in the custom_hosts setting.",
+    },
+    {
+        "name": "x-portkey-trace-id",
+        "in": "header",
+        "schema": {"type": "string"},
+        "description": "Trace id echoed in the response (minted when absent).",
+    },
+]
+_RESPONSE_ID = {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_ERROR = {"description": "Error, in the OpenAI shape", "content": {"application/json": {"schema": "Error"}}}
+_OBJECT = {"content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+def build_spec(version: str) -> dict:
+    plugin = MarshmallowPlugin()
+    spec = APISpec(
+        title="AI gateway",
+        version=version,
+        openapi_version="3.0.3",
+        plugins=[plugin],
+        info={"description": "The OpenAI Responses API, relayed to many providers."},
+    )
+    plugin.converter.add_attribute_function(_typed)
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.schema("Error", schema=ErrorSchema)
+    spec.components.schema("CreateResponse", schema=CreateResponseSchema)
+    spec.components.schema("RoutingConfig", schema=ConfigSchema)
+    security = [{"bearer": []}]
+    errors = {"default": _ERROR}
+    spec.path(
+        path="/v1/responses",
+        operations={
+            "post": {
+                "summary": "Create a model response (JSON, or server-sent events with stream: true)",
+                "security": security,
+                "parameters": _HEADERS,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": "CreateResponse"}}},
+                "responses": {
+                    "200": {
+                        "description": "The Response object, or its event stream",
+                        "content": {
+                            "application/json": {"schema": {"type": "object"}},
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **errors,
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/v1/responses/{response_id}",
+        operations={
+            "get": {
+                "summary": "Retrieve a response",
+                "security": security,
+                "parameters": [_RESPONSE_ID, *_HEADERS, {"in": "query", "schema": RetrieveQuerySchema}],
+                "responses": {"200": {"description": "The Response object", **_OBJECT}, **errors},
+            },
+            "delete": {
+                "summary": "Delete a response",
+                "security": security,
+                "parameters": [_RESPONSE_ID, *_HEADERS],
+                "responses": {"200": {"description": "{id, object, deleted: true}", **_OBJECT}, **errors},
+            },
+        },
+    )
+    spec.path(
+        path="/v1/responses/{response_id}/input_items",
+        operations={
+            "get": {
+                "summary": "List a response's input items",
+                "security": security,
+                "parameters": [_RESPONSE_ID, *_HEADERS, {"in": "query", "schema": InputItemsQuerySchema}],
+                "responses": {"200": {"description": "A list page", **_OBJECT}, **errors},
+            }
+        },
+    )
+    spec.path(
+        path="/healthz",
+        operations={"get": {"summary": "Liveness", "responses": {"200": {"description": "ok", **_OBJECT}}}},
+    )
+    spec.path(
+        path="/openapi.json",
+        operations={
+            "get": {"summary": "This description", "responses": {"200": {"description": "OpenAPI", **_OBJECT}}}
+        },
+    )
+    return spec.to_dict()
