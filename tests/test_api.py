@@ -164,3 +164,11 @@ def test_settings_layers(tmp_path):
 def test_bad_settings_are_refused_at_start(bad):
     with pytest.raises(SettingsError):
         Settings.load(bad, environ={})
+
+
+def test_readme_documents_every_setting():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [name for name, _, _ in Settings.documented() if f"| `{name}` |" not in readme]
+    assert not missing
