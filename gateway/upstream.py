@@ -7,6 +7,7 @@ including those raised while a streamed body is being read.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -83,6 +84,15 @@ class Upstream:
         self.trust_env = trust_env
         self.max_response_bytes = max_response_bytes
         self._local = threading.local()
+        # Every thread's session, so that their pooled sockets are closed when this object goes away
+        # rather than left for the garbage collector to find open.
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+        weakref.finalize(self, _close_all, self._sessions)
+
+    def close(self) -> None:
+        """Close every thread's pooled connections."""
+        _close_all(self._sessions)
 
     def timeout_for(self, seconds: float | None) -> tuple[float, float] | None:
         """(connect, read) timeouts for a call with its own time limit, None for the defaults."""
@@ -102,6 +112,8 @@ class Upstream:
             session.mount("https://", adapter)
             session.headers["User-Agent"] = USER_AGENT
             self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
         return session
 
     def request(
@@ -141,6 +153,12 @@ class Upstream:
                 code="upstream_redirect",
             )
         return UpstreamResponse(resp, provider, self.max_response_bytes)
+
+
+def _close_all(sessions: list[requests.Session]) -> None:
+    for session in sessions:
+        session.close()
+    sessions.clear()
 
 
 def _translate(exc: Exception, provider: str) -> Exception:

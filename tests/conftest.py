@@ -44,7 +44,16 @@ def settings(fake, tmp_path):
 
 @pytest.fixture
 def app(settings):
-    return create_app(settings)
+    app = create_app(settings)
+    yield app
+    close_app(app)
+
+
+def close_app(app) -> None:
+    """Close the app's pooled provider connections and store connections now, not at garbage collection."""
+    svc = app.extensions["gateway"]
+    svc.upstream.close()
+    svc.store.dispose()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from gateway import create_app
 from gateway.services import EXTENSION
+from tests.conftest import close_app
 
 H = {"Authorization": "Bearer sk-fuzz", "x-portkey-provider": "openai"}
 FIELDS = [
@@ -62,7 +63,8 @@ def fuzz_app(fake, tmp_path_factory):
     )
     client = app.test_client()
     kept = client.post("/v1/responses", json={"model": "m", "input": "keep me"}, headers=H).json
-    return app, kept
+    yield app, kept
+    close_app(app)
 
 
 def _snapshot(app, response_id):

@@ -9,6 +9,7 @@ from hypothesis import settings as hsettings
 from schemathesis.specs.openapi.checks import status_code_conformance
 
 from gateway import create_app
+from tests.conftest import close_app
 
 H = {"Authorization": "Bearer sk-schemathesis", "x-portkey-provider": "openai"}
 
@@ -16,7 +17,9 @@ H = {"Authorization": "Bearer sk-schemathesis", "x-portkey-provider": "openai"}
 @pytest.fixture(scope="module")
 def api_app(fake, tmp_path_factory):
     path = tmp_path_factory.mktemp("openapi") / "store.sqlite3"
-    return create_app({"providers": {"openai": {"base_url": fake.url}}, "store_url": f"sqlite:///{path}"})
+    app = create_app({"providers": {"openai": {"base_url": fake.url}}, "store_url": f"sqlite:///{path}"})
+    yield app
+    close_app(app)
 
 
 @pytest.fixture(scope="module")
