@@ -20,8 +20,27 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = Settings.load(config)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    logging.getLogger("gateway").setLevel(settings.log_level.upper())
+    _configure_logging(settings.log_level)
     services.init_app(app, settings)
     errors.init_app(app)
     api.init_app(app)
     return app
+
+
+def _configure_logging(level: str) -> None:
+    """The access log is one JSON object a line on stderr; other gateway messages go beside it as text.
+
+    Handlers are added once per process, and only where the host application has set none of its own.
+    """
+    logger = logging.getLogger("gateway")
+    logger.setLevel(level.upper())
+    access = logging.getLogger("gateway.access")
+    if not access.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.propagate = False
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)

@@ -48,6 +48,10 @@ class Settings:
     store_url: str = _setting("sqlite:///gateway.sqlite3", "SQLAlchemy URL of the response store")
     retention: str = _setting("", "default age for `gateway purge` (e.g. `30d`, `12h`); empty: keep forever")
     log_level: str = _setting("INFO", "log level of the `gateway` logger")
+    log_prompts: bool = _setting(False, "put each request's `input` and `instructions` in its access log line")
+    metrics_dir: str = _setting(
+        "", "directory for multi-process metrics; gunicorn.conf.py makes one (PROMETHEUS_MULTIPROC_DIR is read too)"
+    )
     configs: dict = _setting(
         {}, "`[configs.NAME]` routing configs a caller may name in `x-portkey-config` instead of sending JSON"
     )
@@ -78,6 +82,9 @@ class Settings:
         if path:
             with open(path, "rb") as fh:
                 _merge(values, tomllib.load(fh))
+        if environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # prometheus_client itself is configured by this variable, so the gateway follows it.
+            values["metrics_dir"] = environ["PROMETHEUS_MULTIPROC_DIR"]
         _merge(values, _from_env(environ))
         if overrides:
             _merge(values, dict(overrides))

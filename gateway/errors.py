@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, json
+from flask import Flask, Response, g, json
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("gateway")
@@ -110,6 +110,10 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(GatewayError)
     def _gateway_error(err: GatewayError) -> Response:
+        trace = g.get("trace")
+        if trace is not None:
+            trace.error = err.code or err.type
+            trace.provider = trace.provider or err.headers.get("x-portkey-provider")
         return _render(err.body(), err.status, err.headers)
 
     @app.errorhandler(HTTPException)

@@ -14,6 +14,7 @@ import orjson
 from . import emulation, native, routing
 from .auth import Caller
 from .errors import GatewayError, InvalidRequest, NotFound, RequestTimeout, UpstreamTimeout, not_found_response
+from .observe import Trace
 from .reply import Reply
 from .routing import Target
 from .services import Services
@@ -72,7 +73,9 @@ def _previous_not_found(prev_id: str) -> InvalidRequest:
     )
 
 
-def create(svc: Services, caller: Caller, headers: Mapping[str, str], body: dict, raw: bytes) -> tuple[Reply, Target]:
+def create(
+    svc: Services, caller: Caller, headers: Mapping[str, str], body: dict, raw: bytes, trace: Trace | None = None
+) -> tuple[Reply, Target]:
     """POST /v1/responses. ``body`` is the validated request, ``raw`` its bytes as received.
 
     Each target is tried in turn, with its retries; the first success answers. The record is written
@@ -85,13 +88,17 @@ def create(svc: Services, caller: Caller, headers: Mapping[str, str], body: dict
     # Ids are minted only for what will be kept; nothing is allocated for `store: false` traffic.
     new_items = input_items_of(body.get("input"), mint=keep)
 
+    trace = trace or Trace(trace_id="", method="POST", path="/v1/responses")
+
     def call(target: Target) -> Reply:
-        return _create_on(svc, caller, headers, body, raw, target, prev_id, prev, keep, new_items)
+        return _create_on(svc, caller, headers, body, raw, target, prev_id, prev, keep, new_items, trace)
 
-    return attempt(svc, targets, call)
+    return attempt(svc, targets, call, trace)
 
 
-def attempt(svc: Services, targets: list[Target], call: Callable[[Target], Reply]) -> tuple[Reply, Target]:
+def attempt(
+    svc: Services, targets: list[Target], call: Callable[[Target], Reply], trace: Trace
+) -> tuple[Reply, Target]:
     """Call the targets in order, retrying each as its policy says; the first answer below 400 wins.
 
     Otherwise the last failure is the answer: a reply as the provider gave it, or the gateway's error.
@@ -100,8 +107,12 @@ def attempt(svc: Services, targets: list[Target], call: Callable[[Target], Reply
     settings = svc.settings
     for position, target in enumerate(targets):
         retries = 0
+        trace.provider = target.provider.name
+        trace.mode = "native" if target.provider.native else "emulated"
+        trace.fallbacks = position
         while True:
             failure: GatewayError | None = None
+            started = time.perf_counter()
             try:
                 reply = call(target)
                 status, retry_after = reply.status, reply.headers.get("Retry-After") or reply.headers.get("retry-after")
@@ -112,6 +123,8 @@ def attempt(svc: Services, targets: list[Target], call: Callable[[Target], Reply
                         f"request_timeout of {int(target.timeout * 1000)} ms."
                     )
                 failure, status, retry_after = err, err.status, err.headers.get("Retry-After")
+            trace.upstream_ms = (time.perf_counter() - started) * 1000
+            trace.retries = retries
             if status < 400:
                 _mark(reply.headers, target, retries)
                 return reply, target
@@ -177,6 +190,7 @@ def _create_on(
     prev: StoredResponse | None,
     keep: bool,
     new_items: list[dict],
+    trace: Trace,
 ) -> Reply:
     """One try of the create on one target."""
     native_call = target.provider.native
@@ -185,6 +199,7 @@ def _create_on(
         body = {**body, **target.override_params}
 
     def record(response: dict) -> None:
+        trace.usage_from(response)
         if not keep or not isinstance(response.get("id"), str):
             return
         if switched:

@@ -8,6 +8,7 @@ from flask import Flask, current_app
 
 from .auth import Authenticator
 from .config import Settings
+from .observe import Observer
 from .providers import Catalogue
 from .routing import Router
 from .store import Store
@@ -24,6 +25,7 @@ class Services:
     auth: Authenticator
     store: Store
     router: Router
+    observer: Observer
 
 
 def init_app(app: Flask, settings: Settings) -> Services:
@@ -45,6 +47,7 @@ def init_app(app: Flask, settings: Settings) -> Services:
         auth=Authenticator(settings.keys, allow_provider_keys=settings.allow_provider_keys, salt=salt),
         store=store,
         router=Router(catalogue, configs=settings.configs, custom_hosts=settings.custom_hosts),
+        observer=Observer(multiprocess_dir=settings.metrics_dir, log_prompts=settings.log_prompts),
     )
     app.extensions[EXTENSION] = svc
     return svc

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
+from collections.abc import Iterator
 
 from flask import Flask, Response, g, request, stream_with_context
 
-from ..native import Reply
+from ..observe import Trace
+from ..reply import Reply
+from ..services import current_services
 
 _TRACE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -20,20 +24,48 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(responses_bp)
 
     @app.before_request
-    def _trace_id() -> None:
+    def _trace() -> None:
         incoming = request.headers.get("x-portkey-trace-id", "")
-        g.trace_id = incoming if _TRACE_ID.match(incoming) else uuid.uuid4().hex
+        trace_id = incoming if _TRACE_ID.match(incoming) else uuid.uuid4().hex
+        # The route, not the path, names the endpoint: ids in paths would make every label unique.
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        g.trace = Trace(trace_id=trace_id, method=request.method, path=rule)
 
     @app.after_request
-    def _portkey_headers(resp: Response) -> Response:
-        resp.headers["x-portkey-trace-id"] = g.get("trace_id", "")
+    def _finish(resp: Response) -> Response:
+        trace = g.get("trace")
+        if trace is None:
+            return resp
+        resp.headers["x-portkey-trace-id"] = trace.trace_id
+        trace.status = resp.status_code
+        if trace.path in _UNOBSERVED:
+            return resp
+        observer = current_services().observer
+        # Called when the last byte has gone, or the client went away: for streams that is their real end.
+        resp.call_on_close(lambda: observer.finish(trace))
         return resp
+
+
+_UNOBSERVED = frozenset({"/healthz", "/metrics"})
+
+
+def _observed(stream: Iterator[bytes], trace: Trace) -> Iterator[bytes]:
+    observer = current_services().observer
+    observer.open_streams.inc()
+    try:
+        for chunk in stream:
+            if trace.first_event_ms is None:
+                trace.first_event_ms = (time.perf_counter() - trace.started) * 1000
+            yield chunk
+    finally:
+        observer.open_streams.dec()
 
 
 def to_response(reply: Reply, provider: str) -> Response:
     """A relay Reply -> Flask Response, SSE unbuffered all the way (nginx included)."""
     if reply.stream is not None:
-        resp = Response(stream_with_context(reply.stream), status=reply.status, mimetype="text/event-stream")
+        stream = _observed(reply.stream, g.trace)
+        resp = Response(stream_with_context(stream), status=reply.status, mimetype="text/event-stream")
         resp.headers["Cache-Control"] = "no-cache"
         resp.headers["X-Accel-Buffering"] = "no"
     else:
@@ -42,4 +74,5 @@ def to_response(reply: Reply, provider: str) -> Response:
     resp.headers["x-portkey-last-used-option-index"] = "0"
     resp.headers["x-portkey-retry-attempt-count"] = "0"
     resp.headers.update(reply.headers)  # the relay's own marks, where it made them, win
+    g.trace.provider = resp.headers["x-portkey-provider"]
     return resp

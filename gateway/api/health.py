@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from flask import Blueprint, Response, current_app
 
 from .. import __version__
 from ..schemas.openapi import build_spec
+from ..services import current_services
 
 bp = Blueprint("health", __name__)
 
@@ -13,6 +14,12 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz() -> dict:
     return {"status": "ok"}
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    body = current_services().observer.exposition()
+    return Response(body, mimetype="text/plain; version=0.0.4")
 
 
 @bp.get("/openapi.json")

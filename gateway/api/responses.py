@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 
 import orjson
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 
 from .. import relay
+from ..auth import Caller
 from ..errors import GatewayError, InvalidRequest
 from ..schemas import validate
 from ..schemas.responses import CreateResponseSchema, InputItemsQuerySchema, RetrieveQuerySchema, query_dict
-from ..services import current_services
+from ..services import Services, current_services
 from . import to_response
 
 bp = Blueprint("responses", __name__, url_prefix="/v1")
@@ -40,6 +41,12 @@ def _json_body() -> tuple[dict, bytes]:
     return body, raw
 
 
+def _caller(svc: Services) -> Caller:
+    caller = svc.auth.caller(request.headers)
+    g.trace.tenant = caller.tenant
+    return caller
+
+
 def _response_id(response_id: str) -> str:
     if not _RESPONSE_ID.match(response_id):
         raise InvalidRequest(f"Invalid response id '{response_id[:64]}'.", param="response_id")
@@ -51,8 +58,13 @@ def create() -> Response:
     svc = current_services()
     body, raw = _json_body()
     validate(_create_schema, body)
+    trace = g.trace
+    trace.model, trace.stream = body.get("model"), bool(body.get("stream"))
+    if svc.observer.log_prompts:
+        trace.prompt = {"instructions": body.get("instructions"), "input": body.get("input")}
     caller = svc.auth.caller(request.headers)
-    reply, target = relay.create(svc, caller, request.headers, body, raw)
+    trace.tenant = caller.tenant
+    reply, target = relay.create(svc, caller, request.headers, body, raw, trace)
     return to_response(reply, target.provider.name)
 
 
@@ -60,7 +72,7 @@ def create() -> Response:
 def retrieve(response_id: str) -> Response:
     svc = current_services()
     query = validate(_retrieve_schema, query_dict(request.args))
-    caller = svc.auth.caller(request.headers)
+    caller = _caller(svc)
     reply, target = relay.retrieve(svc, caller, request.headers, _response_id(response_id), query)
     return to_response(reply, target.provider.name)
 
@@ -68,7 +80,7 @@ def retrieve(response_id: str) -> Response:
 @bp.delete("/responses/<response_id>")
 def delete(response_id: str) -> Response:
     svc = current_services()
-    caller = svc.auth.caller(request.headers)
+    caller = _caller(svc)
     reply, target = relay.delete(svc, caller, request.headers, _response_id(response_id))
     return to_response(reply, target.provider.name)
 
@@ -77,6 +89,6 @@ def delete(response_id: str) -> Response:
 def input_items(response_id: str) -> Response:
     svc = current_services()
     query = validate(_items_schema, query_dict(request.args))
-    caller = svc.auth.caller(request.headers)
+    caller = _caller(svc)
     reply, target = relay.input_items(svc, caller, request.headers, _response_id(response_id), query)
     return to_response(reply, target.provider.name)

@@ -1,0 +1,136 @@
+"""What each request did: one Trace per request, logged as one JSON line and counted in Prometheus metrics.
+
+Metrics are correct across gunicorn workers in prometheus_client's multiprocess mode (gunicorn.conf.py
+sets it up and removes a worker's files when it exits).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+access_log = logging.getLogger("gateway.access")
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_MAX_LABEL = 64
+
+
+@dataclasses.dataclass
+class Trace:
+    """Plain facts about one request, filled in by the layers it passes through."""
+
+    trace_id: str
+    method: str
+    path: str
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+    tenant: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    mode: str | None = None  # "native" | "emulated"
+    stream: bool = False
+    status: int = 0
+    retries: int = 0
+    fallbacks: int = 0
+    upstream_ms: float | None = None  # the answering call: to the full body, or to a stream's first event
+    first_event_ms: float | None = None  # the gateway's own time to its first streamed byte
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    error: str | None = None
+    prompt: Any = None  # only when the operator turns prompt logging on
+
+    def usage_from(self, response: Any) -> None:
+        usage = response.get("usage") if isinstance(response, dict) else None
+        if isinstance(usage, dict):
+            self.input_tokens = usage.get("input_tokens")
+            self.output_tokens = usage.get("output_tokens")
+
+    def as_log(self) -> dict:
+        out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "started"}
+        out["latency_ms"] = round((time.perf_counter() - self.started) * 1000, 3)
+        for key in ("upstream_ms", "first_event_ms"):
+            if key in out:
+                out[key] = round(out[key], 3)
+        return out
+
+
+def _label(value: str | None) -> str:
+    # Models are caller-chosen strings: bound them so a label can never be abused to grow without end.
+    if not value:
+        return ""
+    return value if len(value) <= _MAX_LABEL else "other"
+
+
+class Observer:
+    """Owns the metrics of one app and writes the access log."""
+
+    def __init__(self, *, multiprocess_dir: str = "", log_prompts: bool = False):
+        self.multiprocess_dir = multiprocess_dir
+        self.log_prompts = log_prompts
+        self.registry = CollectorRegistry()
+        labels = ("provider", "model", "mode", "status")
+        r = self.registry
+        self.requests = Counter("gateway_requests_total", "Requests answered", ("endpoint", *labels), registry=r)
+        self.latency = Histogram(
+            "gateway_request_seconds",
+            "Time from request to the last byte sent, by the gateway",
+            ("endpoint", "provider", "mode"),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "gateway_provider_seconds",
+            "Time the provider took: to its full answer, or to a stream's first event",
+            ("provider", "mode", "stream"),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.first_event = Histogram(
+            "gateway_first_event_seconds",
+            "Time from request to the first streamed byte sent to the client",
+            ("provider", "mode"),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "gateway_tokens_total", "Tokens reported by providers", ("provider", "model", "direction"), registry=r
+        )
+        self.retries = Counter("gateway_retries_total", "Retries made", ("provider",), registry=r)
+        self.fallbacks = Counter("gateway_fallbacks_total", "Targets given up for the next one", registry=r)
+        self.open_streams = Gauge(
+            "gateway_open_streams", "Streams being sent right now", registry=r, multiprocess_mode="livesum"
+        )
+
+    def finish(self, trace: Trace) -> None:
+        """Count and log a request once its last byte has gone (or the client went away)."""
+        endpoint = trace.path
+        provider, model, mode = trace.provider or "", _label(trace.model), trace.mode or ""
+        self.requests.labels(endpoint, provider, model, mode, str(trace.status)).inc()
+        self.latency.labels(endpoint, provider, mode).observe(time.perf_counter() - trace.started)
+        if trace.upstream_ms is not None:
+            self.upstream_latency.labels(provider, mode, str(trace.stream).lower()).observe(trace.upstream_ms / 1000)
+        if trace.first_event_ms is not None:
+            self.first_event.labels(provider, mode).observe(trace.first_event_ms / 1000)
+        if trace.input_tokens:
+            self.tokens.labels(provider, model, "in").inc(trace.input_tokens)
+        if trace.output_tokens:
+            self.tokens.labels(provider, model, "out").inc(trace.output_tokens)
+        if trace.retries:
+            self.retries.labels(provider).inc(trace.retries)
+        if trace.fallbacks:
+            self.fallbacks.inc(trace.fallbacks)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(orjson.dumps(trace.as_log(), default=str).decode())
+
+    def exposition(self) -> bytes:
+        """The Prometheus text: of every worker in multiprocess mode, else of this process."""
+        if self.multiprocess_dir:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=self.multiprocess_dir)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
