@@ -175,3 +175,21 @@ def store_url(request, tmp_path):
     metadata.drop_all(engine)
     engine.dispose()
     return url
+
+
+@pytest.fixture
+def make_sdk():
+    """openai.OpenAI clients for the test, closed at its end (their pooled sockets with them)."""
+    import openai
+
+    clients = []
+
+    def make(base_url: str, api_key: str = KEY, provider: str | None = "openai") -> openai.OpenAI:
+        headers = {"x-portkey-provider": provider} if provider else None
+        client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, default_headers=headers)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()

@@ -11,15 +11,9 @@ import requests
 from tests.conftest import KEY
 
 
-def _sdk(gateway, provider="fakechat"):
-    return openai.OpenAI(
-        base_url=gateway.url + "/v1", api_key=KEY, default_headers={"x-portkey-provider": provider}, max_retries=0
-    )
-
-
 @pytest.fixture
-def sdk(gateway):
-    return _sdk(gateway)
+def sdk(gateway, make_sdk):
+    return make_sdk(gateway.url + "/v1", provider="fakechat")
 
 
 TOOLS = [
@@ -248,8 +242,8 @@ def test_reasoning_text_becomes_a_reasoning_item(sdk):
     assert events[-1].response.output[0].type == "reasoning"
 
 
-def test_three_turn_chain_across_two_providers(gateway, fake):
-    native, emulated = _sdk(gateway, "openai"), _sdk(gateway, "fakechat")
+def test_three_turn_chain_across_two_providers(gateway, fake, make_sdk):
+    native, emulated = make_sdk(gateway.url + "/v1"), make_sdk(gateway.url + "/v1", provider="fakechat")
     one = native.responses.create(model="m", input="first")
     two = emulated.responses.create(model="m", input="second", previous_response_id=one.id)
     assert two.output_text == "Echo 2: second"  # the emulated model saw turn one's question

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import openai
 import pytest
@@ -29,10 +30,8 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def test_metrics_count_every_worker(observed):
-    sdk = openai.OpenAI(
-        base_url=observed.url + "/v1", api_key=KEY, max_retries=0, default_headers={"x-portkey-provider": "openai"}
-    )
+def test_metrics_count_every_worker(observed, make_sdk):
+    sdk = make_sdk(observed.url + "/v1")
     before = requests.get(observed.url + "/metrics", timeout=10).text
     for _ in range(20):  # new connections each time: both workers take some
         sdk.responses.create(model="gpt-test", input="count me")
@@ -59,7 +58,13 @@ def test_one_json_log_line_per_request_without_keys_or_prompts(observed):
         timeout=10,
     )
     assert resp.status_code == 200
-    lines = [json.loads(line) for line in observed.output().splitlines() if trace_id in line]
+    # The line is written when the response is closed, just after its last byte reached the client.
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [json.loads(line) for line in observed.output().splitlines() if trace_id in line]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert len(lines) == 1
     line = lines[0]
     assert line["status"] == 200 and line["provider"] == "openai" and line["model"] == "gpt-log"

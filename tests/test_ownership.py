@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import openai
 import pytest
 import requests
 from click.testing import CliRunner
@@ -166,7 +165,7 @@ def test_streamed_response_is_recorded_before_the_stream_ends(gateway):
             pytest.fail("no response.completed event")
 
 
-def test_two_gateways_share_one_postgresql_store(fake, pg_schema):
+def test_two_gateways_share_one_postgresql_store(fake, pg_schema, make_sdk):
     keys = {
         "GATEWAY_KEYS__TEAM__DIGEST": key_digest("gw-team"),
         "GATEWAY_KEYS__TEAM__PROVIDERS__OPENAI__API_KEY": "sk-team",
@@ -174,26 +173,16 @@ def test_two_gateways_share_one_postgresql_store(fake, pg_schema):
     env = {"GATEWAY_PROVIDERS__OPENAI__BASE_URL": fake.url, "GATEWAY_STORE_URL": pg_schema, **keys}
     one, two = Gunicorn(env, workers=1, threads=4), Gunicorn(env, workers=1, threads=4)
     try:
-        sdks = [
-            openai.OpenAI(
-                base_url=g.url + "/v1",
-                api_key="gw-team",
-                max_retries=0,
-                default_headers={"x-portkey-provider": "openai"},
-            )
-            for g in (one, two)
-        ]
+        sdks = [make_sdk(g.url + "/v1", api_key="gw-team") for g in (one, two)]
         first = sdks[0].responses.create(model="m", input="start on one")
         second = sdks[1].responses.create(model="m", input="continue on two", previous_response_id=first.id)
         third = sdks[0].responses.create(model="m", input="back on one", previous_response_id=second.id)
         assert third.output_text == "Echo 3: back on one"
         # Each reads what the other wrote; gateway keys are never forwarded for ids the store lacks.
-        bare = openai.OpenAI(base_url=two.url + "/v1", api_key="gw-team", max_retries=0)
-        assert bare.responses.retrieve(first.id).id == first.id
-        assert (
-            openai.OpenAI(base_url=one.url + "/v1", api_key="gw-team", max_retries=0).responses.retrieve(second.id).id
-            == second.id
-        )
+        bare_two = make_sdk(two.url + "/v1", api_key="gw-team", provider=None)
+        bare_one = make_sdk(one.url + "/v1", api_key="gw-team", provider=None)
+        assert bare_two.responses.retrieve(first.id).id == first.id
+        assert bare_one.responses.retrieve(second.id).id == second.id
     finally:
         one.stop()
         two.stop()

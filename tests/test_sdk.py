@@ -9,10 +9,8 @@ from tests.conftest import KEY
 
 
 @pytest.fixture
-def sdk(gateway):
-    return openai.OpenAI(
-        base_url=gateway.url + "/v1", api_key=KEY, default_headers={"x-portkey-provider": "openai"}, max_retries=0
-    )
+def sdk(gateway, make_sdk):
+    return make_sdk(gateway.url + "/v1")
 
 
 def test_create_returns_the_providers_response(sdk, fake):
