@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,9 +39,16 @@ def _configure_logging(level: str) -> None:
     logger.setLevel(level.upper())
     access = logging.getLogger("gateway.access")
     if not access.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access.addHandler(handler)
+        # Request threads only put the record on a queue; one thread per process writes them out.
+        # Writing from every request thread made them queue on the handler's lock (seen in py-spy:
+        # logging's Handler.acquire was the largest busy frame under load).
+        records: queue.SimpleQueue = queue.SimpleQueue()
+        writer = logging.StreamHandler()
+        writer.setFormatter(logging.Formatter("%(message)s"))
+        listener = logging.handlers.QueueListener(records, writer)
+        listener.start()
+        atexit.register(listener.stop)
+        access.addHandler(logging.handlers.QueueHandler(records))
         access.propagate = False
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler()
