@@ -30,8 +30,8 @@ class Settings:
     """Every setting of the gateway, with its default. The README's table is generated from these docs."""
 
     bind: str = _setting("127.0.0.1:8787", "gunicorn listen address (`--bind` on the command line wins)")
-    workers: int = _setting(2, "gunicorn worker processes")
-    threads: int = _setting(64, "threads per worker (gthread); each open stream holds one")
+    workers: int = _setting(0, "gunicorn worker processes; 0: one per core plus one")
+    threads: int = _setting(384, "threads per worker (gthread); each open stream holds one")
     worker_timeout: int = _setting(60, "gunicorn worker heartbeat timeout, seconds")
     graceful_timeout: int = _setting(30, "seconds open requests and streams get to finish on SIGTERM")
     max_body_bytes: int = _setting(16 * 1024 * 1024, "largest request body accepted (413 above it)")
