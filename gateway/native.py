@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
 from . import sse
 from .errors import GatewayError, UpstreamError
-from .reply import Reply, error_event, json_reply, passed_headers, request_headers
+from .reply import Reply, error_event, json_reply, opened_events, passed_headers, request_headers
 from .routing import Target
 from .upstream import Upstream, UpstreamResponse
 
@@ -43,25 +42,12 @@ def create(
         timeout=upstream.timeout_for(target.timeout),
     )
     if stream and resp.status < 300 and resp.content_type == "text/event-stream":
-        events = sse.iter_events(resp.iter_chunks())
-        try:
-            first = next(events)
-        except StopIteration:
-            resp.close()
-            raise UpstreamError(
-                f"The provider '{provider.name}' closed the stream before its first event.",
-                code="upstream_stream_interrupted",
-            ) from None
-        except GatewayError:
-            resp.close()
-            raise
-        return Reply(200, passed_headers(resp), stream=relay_events(resp, first, events, on_final))
+        return Reply(200, passed_headers(resp), stream=relay_events(resp, opened_events(resp), on_final))
     return json_reply(resp)
 
 
 def relay_events(
     resp: UpstreamResponse,
-    first: sse.Event,
     events: Iterator[sse.Event],
     on_final: Callable[[dict], None] | None = None,
 ) -> Iterator[bytes]:
@@ -75,7 +61,7 @@ def relay_events(
     latest: dict | None = None  # the newest Response snapshot, recorded as failed if the stream breaks
     failure: GatewayError | None = None
     try:
-        for event in itertools.chain((first,), events):
+        for event in events:
             payload = sse.decode_data(event)
             if payload is not None:
                 seq = payload.get("sequence_number")

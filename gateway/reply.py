@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -98,3 +99,25 @@ def error_event(sequence_number: int, err: GatewayError) -> bytes:
             "error": {"type": err.type, "code": err.code, "message": err.message, "param": err.param},
         }
     )
+
+
+def opened_events(resp: UpstreamResponse) -> Iterator[sse.Event]:
+    """The provider's SSE events, the first one already read.
+
+    Reading it before anything is returned makes a provider that fails at once an ordinary JSON error,
+    and a reason to try the next target. Raises UpstreamError (and closes the response) when the stream
+    breaks or ends before its first event.
+    """
+    events = sse.iter_events(resp.iter_chunks())
+    try:
+        first = next(events)
+    except StopIteration:
+        resp.close()
+        raise UpstreamError(
+            f"The provider '{resp.provider}' closed the stream before its first event.",
+            code="upstream_stream_interrupted",
+        ) from None
+    except GatewayError:
+        resp.close()
+        raise
+    return itertools.chain((first,), events)

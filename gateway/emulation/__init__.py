@@ -6,7 +6,6 @@ the store agree; history comes from the store, so the provider needs no memory o
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Iterator
 
@@ -14,7 +13,7 @@ import orjson
 
 from .. import sse
 from ..errors import GatewayError, UpstreamError
-from ..reply import Reply, json_reply, passed_headers, request_headers
+from ..reply import Reply, json_reply, opened_events, passed_headers, request_headers
 from ..routing import Target
 from ..upstream import Upstream, UpstreamResponse
 from . import request as translate
@@ -57,25 +56,10 @@ def create(
                 f"The provider '{provider.name}' answered a streaming request without streaming.",
                 code="upstream_invalid_response",
             )
-        # The first chunk is read before anything is returned, so a provider that fails at once is an
-        # ordinary JSON error, and a reason to try the next target.
-        events = sse.iter_events(resp.iter_chunks())
-        try:
-            first = next(events)
-        except StopIteration:
-            resp.close()
-            raise UpstreamError(
-                f"The provider '{provider.name}' closed the stream before its first chunk.",
-                code="upstream_stream_interrupted",
-            ) from None
-        except GatewayError:
-            resp.close()
-            raise
+        events = opened_events(resp)
         skeleton = build.skeleton(body, response_id, int(time.time()), previous_response_id)
         translator = StreamTranslator(skeleton)
-        return Reply(
-            200, passed_headers(resp), stream=_events(resp, itertools.chain((first,), events), translator, on_final)
-        )
+        return Reply(200, passed_headers(resp), stream=_events(resp, events, translator, on_final))
     reply = json_reply(resp)
     if reply.data is None:  # a provider error, already in the OpenAI shape
         return reply
