@@ -11,19 +11,11 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import os
-import sys
 import threading
 import time
-from pathlib import Path
 
 import requests
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.conftest import Gunicorn  # noqa: E402
-from tests.fake_provider import FakeProvider  # noqa: E402
+from _stack import stack
 
 BODY = {"model": "gpt-4o-mini", "input": "Say hello in one short sentence.", "store": False}
 HEADERS = {"Authorization": "Bearer sk-bench", "x-portkey-provider": "openai"}
@@ -73,19 +65,7 @@ def main() -> None:
     if args.store:
         BODY["store"] = True
 
-    fake = FakeProvider().start()
-    store = f"/tmp/gateway-bench-{os.getpid()}.sqlite3"
-    gw = Gunicorn(
-        {
-            "GATEWAY_PROVIDERS__OPENAI__BASE_URL": fake.url,
-            "GATEWAY_PROVIDERS__FAKECHAT__BASE_URL": fake.url,
-            "GATEWAY_PROVIDERS__FAKECHAT__API": "chat",
-            "GATEWAY_STORE_URL": f"sqlite:///{store}",
-        },
-        workers=args.workers,
-        threads=args.threads,
-    )
-    try:
+    with stack(args.workers, args.threads) as (fake, gw):
         gateway_headers = {**HEADERS, "x-portkey-provider": "fakechat" if args.emulated else "openai"}
         if args.emulated:
             chat_body = {"model": BODY["model"], "messages": [{"role": "user", "content": BODY["input"]}]}
@@ -112,11 +92,6 @@ def main() -> None:
                 f"| {c} | {d[0]:.2f} / {d[1]:.2f} | {g[0]:.2f} / {g[1]:.2f} | "
                 f"+{g[0] - d[0]:.2f} / +{g[1] - d[1]:.2f} | {g[2]:.0f} |"
             )
-    finally:
-        gw.stop()
-        fake.stop()
-        for suffix in ("", "-wal", "-shm"):
-            Path(store + suffix).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,11 @@ The fake provider waits --first-ms before its first text; sequential streams, al
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import requests
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.conftest import Gunicorn  # noqa: E402
-from tests.fake_provider import FakeProvider  # noqa: E402
+from _stack import stack
 
 HEADERS = {"Authorization": "Bearer sk-bench"}
 PROMPT = "Tell me a short story about a gateway."
@@ -54,17 +46,12 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--first-ms", type=int, default=100)
     args = parser.parse_args()
-    fake = FakeProvider().start()
-    fake.knobs.update({"first_ms": args.first_ms, "gap_ms": 5, "deltas": 10})
-    store = f"/tmp/gateway-ttfb-{os.getpid()}.sqlite3"
-    gw = Gunicorn(
-        {
-            "GATEWAY_PROVIDERS__OPENAI__BASE_URL": fake.url,
-            "GATEWAY_PROVIDERS__FAKECHAT__BASE_URL": fake.url,
-            "GATEWAY_PROVIDERS__FAKECHAT__API": "chat",
-            "GATEWAY_STORE_URL": f"sqlite:///{store}",
-        }
-    )
+    with stack() as (fake, gw):
+        fake.knobs.update({"first_ms": args.first_ms, "gap_ms": 5, "deltas": 10})
+        run(fake, gw, args.streams, args.first_ms)
+
+
+def run(fake, gw, streams: int, first_ms: int) -> None:
     chat_body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
     resp_body = {"model": "m", "stream": True, "input": PROMPT}
     cases = {
@@ -88,19 +75,13 @@ def main() -> None:
             b"output_text.delta",
         ),
     }
-    try:
-        print(f"{args.streams} sequential streams each, provider's first text after {args.first_ms} ms")
-        print("| path | first byte p50 / p99 ms | first text p50 / p99 ms |\n|---|---|---|")
-        for name, (url, body, headers, marker) in cases.items():
-            for _ in range(5):
-                first_times(url, body, headers, marker)  # warm-up
-            samples = [first_times(url, body, headers, marker) for _ in range(args.streams)]
-            print(f"| {name} | {summary([s[0] for s in samples])} | {summary([s[1] for s in samples])} |", flush=True)
-    finally:
-        gw.stop()
-        fake.stop()
-        for suffix in ("", "-wal", "-shm"):
-            Path(store + suffix).unlink(missing_ok=True)
+    print(f"{streams} sequential streams each, provider's first text after {first_ms} ms")
+    print("| path | first byte p50 / p99 ms | first text p50 / p99 ms |\n|---|---|---|")
+    for name, (url, body, headers, marker) in cases.items():
+        for _ in range(5):
+            first_times(url, body, headers, marker)  # warm-up
+        samples = [first_times(url, body, headers, marker) for _ in range(streams)]
+        print(f"| {name} | {summary([s[0] for s in samples])} | {summary([s[1] for s in samples])} |", flush=True)
 
 
 if __name__ == "__main__":
