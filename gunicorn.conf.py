@@ -12,13 +12,15 @@ from gateway.config import Settings
 _settings = Settings.load()
 
 bind = _settings.bind
-# Measured on 2 cores with ../shared/bench (see README): 3 workers x 384 threads gave 1,185 req/s at
-# c=16 against 901 for 2 x 512, and held 500 streams with +10 ms to first token against +55 ms.
-# More processes means less contention for each one's GIL; threads are what hold open streams.
+# Chosen by measurement on 2 cores with ../shared/bench (README, "Benchmarks"), store on:
+#   gevent 3 workers x 1000:  2,198 req/s at c=16, 0.79 ms CPU/req, 1,000 streams held, +4.3 ms first token
+#   gthread 3 workers x 384:  1,708 req/s at c=16, 0.98 ms CPU/req, 1,000 streams asked, +246 ms first token
+# A greenlet switch is cheaper than handing the GIL between hundreds of threads, and an open stream
+# costs a greenlet, not an OS thread. More processes than cores keeps a core busy while one waits.
 workers = _settings.workers or (os.cpu_count() or 1) + 1
-# Threaded workers: a slow stream holds one thread, not a whole process.
-worker_class = "gthread"
+worker_class = _settings.worker_class
 threads = _settings.threads
+worker_connections = _settings.worker_connections
 timeout = _settings.worker_timeout
 graceful_timeout = _settings.graceful_timeout
 keepalive = 5

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 ENV_PREFIX = "GATEWAY_"
+# The worker types the gateway is tested under; gunicorn's others (sync, eventlet…) would hold one
+# request per process or are unmaintained.
+WORKER_CLASSES = ("gevent", "gthread")
 
 
 class SettingsError(ValueError):
@@ -31,7 +34,9 @@ class Settings:
 
     bind: str = _setting("127.0.0.1:8787", "gunicorn listen address (`--bind` on the command line wins)")
     workers: int = _setting(0, "gunicorn worker processes; 0: one per core plus one")
-    threads: int = _setting(384, "threads per worker (gthread); each open stream holds one")
+    worker_class: str = _setting("gevent", "gunicorn worker type: `gevent` (greenlets) or `gthread` (threads)")
+    worker_connections: int = _setting(1000, "requests in flight per gevent worker; each open stream holds one")
+    threads: int = _setting(384, "threads per gthread worker; each open stream holds one")
     worker_timeout: int = _setting(60, "gunicorn worker heartbeat timeout, seconds")
     graceful_timeout: int = _setting(30, "seconds open requests and streams get to finish on SIGTERM")
     max_body_bytes: int = _setting(16 * 1024 * 1024, "largest request body accepted (413 above it)")
@@ -99,6 +104,10 @@ class Settings:
         kwargs = {}
         for name, value in values.items():
             kwargs[name] = _coerce(name, value, fields[name].type)
+        if kwargs.get("worker_class", "gevent") not in WORKER_CLASSES:
+            raise SettingsError(
+                f"worker_class must be one of {', '.join(WORKER_CLASSES)}, not {kwargs['worker_class']!r}"
+            )
         return cls(**kwargs)
 
     @classmethod

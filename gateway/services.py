@@ -41,6 +41,7 @@ def init_app(app: Flask, settings: Settings) -> Services:
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_read_timeout,
             pool_size=settings.upstream_pool_size,
+            concurrency=settings.worker_connections,
             trust_env=settings.upstream_trust_env,
             max_response_bytes=settings.max_body_bytes,
         ),

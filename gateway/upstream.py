@@ -6,6 +6,7 @@ including those raised while a streamed body is being read.
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
@@ -76,11 +77,13 @@ class Upstream:
         connect_timeout: float,
         read_timeout: float,
         pool_size: int,
+        concurrency: int = 1,
         trust_env: bool,
         max_response_bytes: int,
     ):
         self.timeout = (connect_timeout, read_timeout)
         self.pool_size = pool_size
+        self.concurrency = concurrency
         self.trust_env = trust_env
         self.max_response_bytes = max_response_bytes
         self._local = threading.local()
@@ -102,12 +105,18 @@ class Upstream:
 
     def session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
+        if session is None and self._sessions and _greenlets():
+            # Under gevent a thread-local is per greenlet, i.e. per request: one session (its pool is
+            # safe to share, all greenlets run on one OS thread) instead of a new pool for every call.
+            session = self._local.session = self._sessions[0]
         if session is None:
             session = requests.Session()
             # Proxies and netrc from the environment are opt-in: a gateway's egress should be explicit.
             session.trust_env = self.trust_env
             # requests retries nothing by default; retries are the routing policy's job, not the adapter's.
-            adapter = HTTPAdapter(pool_connections=8, pool_maxsize=self.pool_size, max_retries=0)
+            # A shared pool keeps as many sockets as requests may be in flight, so none is opened per call.
+            maxsize = max(self.pool_size, self.concurrency) if _greenlets() else self.pool_size
+            adapter = HTTPAdapter(pool_connections=8, pool_maxsize=maxsize, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers["User-Agent"] = USER_AGENT
@@ -153,6 +162,12 @@ class Upstream:
                 code="upstream_redirect",
             )
         return UpstreamResponse(resp, provider, self.max_response_bytes)
+
+
+def _greenlets() -> bool:
+    """True when gevent has patched threading (gunicorn's gevent worker)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
 
 
 def _close_all(sessions: list[requests.Session]) -> None:

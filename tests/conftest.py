@@ -75,12 +75,21 @@ def free_port() -> int:
 class Gunicorn:
     """The gateway as users run it: ``gunicorn -c gunicorn.conf.py wsgi:app`` in a subprocess."""
 
-    def __init__(self, env: dict[str, str], workers: int = 2, threads: int = 16):
+    def __init__(self, env: dict[str, str], workers: int = 2, threads: int = 16, worker_class: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         full_env.update(env)
-        full_env.update({"GATEWAY_WORKERS": str(workers), "GATEWAY_THREADS": str(threads)})
+        # `threads` is the concurrency per worker whichever the worker type; None: the default type.
+        full_env.update(
+            {
+                "GATEWAY_WORKERS": str(workers),
+                "GATEWAY_THREADS": str(threads),
+                "GATEWAY_WORKER_CONNECTIONS": str(threads),
+            }
+        )
+        if worker_class:
+            full_env["GATEWAY_WORKER_CLASS"] = worker_class
         # A file, not a pipe: nobody reads a pipe while tests run, and a full one would block gunicorn.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server, closed in stop()
         self.proc = subprocess.Popen(

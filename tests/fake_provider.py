@@ -120,6 +120,9 @@ def chat_answer(body: dict, knobs: dict[str, Any]) -> dict:
 
 
 class _Server(ThreadingHTTPServer):
+    # socketserver's backlog of 5 drops connections when hundreds of streams open at once.
+    request_queue_size = 1024
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client dropping an idle keep-alive connection is normal; anything else is still printed.
         if not isinstance(sys.exc_info()[1], ConnectionError):

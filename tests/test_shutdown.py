@@ -7,13 +7,17 @@ import signal
 import threading
 import time
 
+import pytest
 import requests
 
 from tests.conftest import KEY, Gunicorn
 
 
-def test_sigterm_lets_open_streams_finish(gateway_env, fake):
-    server = Gunicorn({**gateway_env, "GATEWAY_GRACEFUL_TIMEOUT": "20"}, workers=1, threads=4)
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_sigterm_lets_open_streams_finish(gateway_env, fake, worker_class):
+    server = Gunicorn(
+        {**gateway_env, "GATEWAY_GRACEFUL_TIMEOUT": "20"}, workers=1, threads=4, worker_class=worker_class
+    )
     results: list[list[str]] = []
     started = threading.Barrier(3)
 
@@ -41,10 +45,11 @@ def test_sigterm_lets_open_streams_finish(gateway_env, fake):
             t.start()
         started.wait(10)  # both streams are open and have their first event
         server.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)  # the master has told the worker to stop listening
-        # While the two streams are still running (seconds more), a new request is not served: gunicorn's
-        # worker stops accepting at once, though its listening socket lingers until it exits, so the
-        # connection waits in the kernel's backlog (and is reset at exit) instead of being refused outright.
+        # The gevent worker looks at its stop flag once a second; then it closes its listener.
+        time.sleep(1.5)
+        # While the two streams are still running (seconds more), a new request is not served. The gevent
+        # worker refuses it; the gthread worker stops accepting but its listening socket lingers until it
+        # exits, so there the connection waits in the kernel's backlog (and is reset at exit).
         served = True
         try:
             requests.get(server.url + "/healthz", timeout=1)

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import socket
+import time
 
 import openai
 import pytest
 import requests
 
-from tests.conftest import KEY
+from tests.conftest import KEY, Gunicorn
 
 HEADERS = {"Authorization": f"Bearer {KEY}", "x-portkey-provider": "openai"}
+
+
+@pytest.fixture(scope="module", params=["gevent", "gthread"])
+def gateway(request, gateway_env):
+    """Both worker types the gateway supports: greenlets (the default) and threads."""
+    server = Gunicorn(gateway_env, worker_class=request.param)
+    yield server
+    server.stop()
 
 
 def _stream(gateway, **metadata):
@@ -111,3 +121,35 @@ def test_error_before_the_first_byte_is_plain_json(gateway):
     assert resp.headers["Content-Type"] == "application/json"
     assert resp.headers["Retry-After"] == "3"
     assert resp.json()["error"]["message"] == "Injected 429"
+
+
+def test_one_worker_holds_hundreds_of_streams_at_once(gateway_env):
+    """200 streams open together on one gevent worker, each from first event to `response.completed`."""
+    count = 200
+    server = Gunicorn(gateway_env, workers=1, threads=count + 10)
+    body = {
+        "model": "m",
+        "input": "a b c d",
+        "stream": True,
+        "store": False,
+        "metadata": {"fake_deltas": "4", "fake_gap_ms": "1000"},
+    }
+
+    def one() -> tuple[float, float, list[str]]:
+        with requests.post(server.url + "/v1/responses", json=body, headers=HEADERS, stream=True, timeout=60) as r:
+            assert r.status_code == 200, r.text
+            events = _events(r)
+            types = [next(events)["type"]]
+            first = time.monotonic()
+            types += [e["type"] for e in events]
+            return first, time.monotonic(), types
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(count) as pool:
+            results = list(pool.map(lambda _: one(), range(count), timeout=90))
+    finally:
+        server.stop()
+    assert all(types[-1] == "response.completed" for _, _, types in results)
+    assert all(types.count("response.output_text.delta") >= 3 for _, _, types in results)
+    # Every stream had its first event before any stream ended: all 200 were open at the same time.
+    assert max(first for first, _, _ in results) < min(end for _, end, _ in results)
