@@ -48,7 +48,9 @@ class Settings:
     )
     upstream_connect_timeout: float = _setting(5.0, "seconds to connect to a provider")
     upstream_read_timeout: float = _setting(600.0, "seconds a provider may stay silent (per read, also mid-stream)")
-    upstream_pool_size: int = _setting(4, "keep-alive connections per provider host in each thread's pool")
+    upstream_pool_size: int = _setting(
+        4, "keep-alive connections per provider host in each gthread thread's pool (gevent: `worker_connections`)"
+    )
     upstream_trust_env: bool = _setting(False, "honour HTTP(S)_PROXY and netrc from the environment")
     store_url: str = _setting("sqlite:///gateway.sqlite3", "SQLAlchemy URL of the response store")
     retention: str = _setting("", "default age for `gateway purge` (e.g. `30d`, `12h`); empty: keep forever")

@@ -160,7 +160,9 @@ def test_settings_layers(tmp_path):
     assert Settings.load(environ={}).bind == "127.0.0.1:8787"
 
 
-@pytest.mark.parametrize("bad", [{"workers": "many"}, {"nope": 1}, {"allow_provider_keys": "maybe"}])
+@pytest.mark.parametrize(
+    "bad", [{"workers": "many"}, {"nope": 1}, {"allow_provider_keys": "maybe"}, {"worker_class": "eventlet"}]
+)
 def test_bad_settings_are_refused_at_start(bad):
     with pytest.raises(SettingsError):
         Settings.load(bad, environ={})
