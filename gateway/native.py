@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from . import sse
 from .errors import GatewayError, UpstreamError
-from .reply import Reply, error_event, json_reply, opened_events, passed_headers, request_headers
+from .reply import Reply, error_event, json_reply, opened_events, passed_headers, send
 from .routing import Target
 from .upstream import Upstream, UpstreamResponse
 
@@ -31,13 +31,13 @@ def create(
     the final Response object of a stream (from its terminal event) before that event is passed on, or
     the last one seen, marked failed, when the stream breaks.
     """
-    provider = target.provider
-    resp = upstream.request(
-        provider.name,
+    resp = send(
+        upstream,
+        target,
         "POST",
-        provider.url("/responses"),
-        headers=request_headers(target, client_headers, stream=stream),
-        params=provider.query,
+        "/responses",
+        client_headers,
+        stream=stream,
         body=body,
         timeout=upstream.timeout_for(target.timeout),
     )
@@ -99,12 +99,8 @@ def retrieve(
 ) -> Reply:
     """GET a response; with ``stream=true`` the provider's replay comes through as SSE."""
     stream = bool(query.get("stream"))
-    resp = upstream.request(
-        target.provider.name,
-        "GET",
-        target.provider.url(_path(response_id)),
-        headers=request_headers(target, client_headers, stream=stream),
-        params=_params(target, query),
+    resp = send(
+        upstream, target, "GET", _path(response_id), client_headers, stream=stream, params=_params(target, query)
     )
     if stream and resp.status < 300 and resp.content_type == "text/event-stream":
         return Reply(200, passed_headers(resp), stream=relay_events(resp))
@@ -112,27 +108,14 @@ def retrieve(
 
 
 def delete(upstream: Upstream, target: Target, response_id: str, client_headers: Mapping[str, str]) -> Reply:
-    resp = upstream.request(
-        target.provider.name,
-        "DELETE",
-        target.provider.url(_path(response_id)),
-        headers=request_headers(target, client_headers, stream=False),
-        params=target.provider.query,
-    )
-    return json_reply(resp)
+    return json_reply(send(upstream, target, "DELETE", _path(response_id), client_headers))
 
 
 def input_items(
     upstream: Upstream, target: Target, response_id: str, query: Mapping[str, Any], client_headers: Mapping[str, str]
 ) -> Reply:
-    resp = upstream.request(
-        target.provider.name,
-        "GET",
-        target.provider.url(_path(response_id, "/input_items")),
-        headers=request_headers(target, client_headers, stream=False),
-        params=_params(target, query),
-    )
-    return json_reply(resp)
+    path = _path(response_id, "/input_items")
+    return json_reply(send(upstream, target, "GET", path, client_headers, params=_params(target, query)))
 
 
 def _params(target: Target, query: Mapping[str, Any]) -> list[tuple[str, str]]:

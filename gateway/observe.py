@@ -51,7 +51,8 @@ class Trace:
             self.output_tokens = usage.get("output_tokens")
 
     def as_log(self) -> dict:
-        out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "started"}
+        # A shallow read: dataclasses.asdict would deep-copy the logged prompt on every request.
+        out = {name: v for name in _LOGGED if (v := getattr(self, name)) is not None}
         out["latency_ms"] = round((time.perf_counter() - self.started) * 1000, 3)
         for key in ("upstream_ms", "first_event_ms"):
             if key in out:
@@ -66,6 +67,9 @@ def _label(value: str | None) -> str:
     return value if len(value) <= _MAX_LABEL else "other"
 
 
+_LOGGED = tuple(f.name for f in dataclasses.fields(Trace) if f.name != "started")
+
+
 class Observer:
     """Owns the metrics of one app and writes the access log."""
 
@@ -76,26 +80,24 @@ class Observer:
         labels = ("provider", "model", "mode", "status")
         r = self.registry
         self.requests = Counter("gateway_requests_total", "Requests answered", ("endpoint", *labels), registry=r)
-        self.latency = Histogram(
+
+        def seconds(name: str, doc: str, names: tuple[str, ...]) -> Histogram:
+            return Histogram(name, doc, names, buckets=_LATENCY_BUCKETS, registry=r)
+
+        self.latency = seconds(
             "gateway_request_seconds",
             "Time from request to the last byte sent, by the gateway",
             ("endpoint", "provider", "mode"),
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
-        self.upstream_latency = Histogram(
+        self.upstream_latency = seconds(
             "gateway_provider_seconds",
             "Time the provider took: to its full answer, or to a stream's first event",
             ("provider", "mode", "stream"),
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
-        self.first_event = Histogram(
+        self.first_event = seconds(
             "gateway_first_event_seconds",
             "Time from request to the first streamed byte sent to the client",
             ("provider", "mode"),
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
         self.tokens = Counter(
             "gateway_tokens_total", "Tokens reported by providers", ("provider", "model", "direction"), registry=r

@@ -85,7 +85,7 @@ def create(
     prev_id, prev = _previous(svc, caller, body)
     targets = svc.router.targets(headers, caller)
     keep = body.get("store") is not False
-    # Ids are minted only for what will be kept; nothing is allocated for `store: false` traffic.
+    # Ids are minted only for what will be kept: `store: false` traffic mints none.
     new_items = input_items_of(body.get("input"), mint=keep)
 
     trace = trace or Trace(trace_id="", method="POST", path="/v1/responses")

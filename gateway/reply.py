@@ -1,4 +1,7 @@
-"""What a relay sends back (Reply), built from a provider's answer: headers kept, errors shaped, events framed."""
+"""A relay's two ends: the call to a target's provider, and the Reply made of its answer.
+
+Headers worth passing are kept, errors put in the OpenAI shape, events framed.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import orjson
 from . import sse
 from .errors import GatewayError, UpstreamError, error_body
 from .routing import Target
-from .upstream import UpstreamResponse
+from .upstream import Upstream, UpstreamResponse
 
 # Provider response headers worth a client's while: request ids for support tickets, rate-limit state.
 _PASSED_HEADER_PREFIXES = ("x-ratelimit-", "openai-")
@@ -52,6 +55,31 @@ def request_headers(target: Target, client_headers: Mapping[str, str] | None, *,
         if value:
             headers[name] = value
     return headers
+
+
+def send(
+    upstream: Upstream,
+    target: Target,
+    method: str,
+    path: str,
+    client_headers: Mapping[str, str] | None,
+    *,
+    stream: bool = False,
+    params: Any = None,
+    body: bytes | None = None,
+    timeout: tuple[float, float] | None = None,
+) -> UpstreamResponse:
+    """One call to ``target``'s provider at ``path``: its URL, auth headers and query (unless ``params``)."""
+    provider = target.provider
+    return upstream.request(
+        provider.name,
+        method,
+        provider.url(path),
+        headers=request_headers(target, client_headers, stream=stream),
+        params=provider.query if params is None else params,
+        body=body,
+        timeout=timeout,
+    )
 
 
 def json_reply(resp: UpstreamResponse) -> Reply:

@@ -69,7 +69,7 @@ class UpstreamResponse:
 
 
 class Upstream:
-    """Builds and holds the per-thread sessions; the one door to every provider."""
+    """Builds and holds the sessions (one per thread; one per process under gevent); the door to every provider."""
 
     def __init__(
         self,
@@ -83,7 +83,6 @@ class Upstream:
     ):
         self.timeout = (connect_timeout, read_timeout)
         self.pool_size = pool_size
-        self.concurrency = concurrency
         self.trust_env = trust_env
         self.max_response_bytes = max_response_bytes
         self._local = threading.local()
@@ -92,6 +91,10 @@ class Upstream:
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
         weakref.finalize(self, _close_all, self._sessions)
+        # Under gevent a thread-local is per greenlet, i.e. per request; all greenlets share one OS thread,
+        # so one session serves them, its pool as large as the requests in flight so that no call opens a
+        # socket of its own. (gunicorn's gevent worker patches before it builds the app, and so this.)
+        self._shared = self._new_session(max(pool_size, concurrency)) if _greenlets() else None
 
     def close(self) -> None:
         """Close every thread's pooled connections."""
@@ -104,25 +107,24 @@ class Upstream:
         return (min(self.timeout[0], seconds), seconds)
 
     def session(self) -> requests.Session:
+        if self._shared is not None:
+            return self._shared
         session = getattr(self._local, "session", None)
-        if session is None and self._sessions and _greenlets():
-            # Under gevent a thread-local is per greenlet, i.e. per request: one session (its pool is
-            # safe to share, all greenlets run on one OS thread) instead of a new pool for every call.
-            session = self._local.session = self._sessions[0]
         if session is None:
-            session = requests.Session()
-            # Proxies and netrc from the environment are opt-in: a gateway's egress should be explicit.
-            session.trust_env = self.trust_env
-            # requests retries nothing by default; retries are the routing policy's job, not the adapter's.
-            # A shared pool keeps as many sockets as requests may be in flight, so none is opened per call.
-            maxsize = max(self.pool_size, self.concurrency) if _greenlets() else self.pool_size
-            adapter = HTTPAdapter(pool_connections=8, pool_maxsize=maxsize, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.headers["User-Agent"] = USER_AGENT
-            self._local.session = session
-            with self._lock:
-                self._sessions.append(session)
+            session = self._local.session = self._new_session(self.pool_size)
+        return session
+
+    def _new_session(self, pool_size: int) -> requests.Session:
+        session = requests.Session()
+        # Proxies and netrc from the environment are opt-in: a gateway's egress should be explicit.
+        session.trust_env = self.trust_env
+        # requests retries nothing by default; retries are the routing policy's job, not the adapter's.
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool_size, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers["User-Agent"] = USER_AGENT
+        with self._lock:
+            self._sessions.append(session)
         return session
 
     def request(

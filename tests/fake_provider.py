@@ -454,31 +454,53 @@ class _Handler(BaseHTTPRequestHandler):
             ({"type": "response.output_item.done", "output_index": 0, "item": message}, 0),
             ({"type": "response.completed", "response": final}, 0),
         ]
+        frames = []
+        for seq, (event, wait) in enumerate(events):
+            event = {**event, "sequence_number": seq}
+            frames.append((f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode(), event["type"], wait))
+
+        def before(label: str) -> None:
+            if label == "response.completed":
+                self.fake.keep(final, items)
+
+        self._send_stream(frames, knobs, {"x-request-id": "req_" + os.urandom(6).hex()}, before)
+
+    def _send_stream(
+        self,
+        frames: list[tuple[bytes, str, float]],
+        knobs: dict[str, Any],
+        headers: dict[str, str] | None = None,
+        before: Any = None,
+    ) -> None:
+        """Write (data, label, wait) frames as HTTP chunks, as the cut_after/end_after knobs allow.
+
+        Each label goes to ``fake.sent`` once its frame is written; ``before(label)`` runs just before.
+        A client that goes away is counted in ``fake.disconnects``.
+        """
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("x-request-id", "req_" + os.urandom(6).hex())
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         cut_after = knobs.get("cut_after")
         end_after = knobs.get("end_after")
         try:
-            for seq, (event, wait) in enumerate(events):
-                if cut_after is not None and seq >= int(cut_after):
+            for n, (data, label, wait) in enumerate(frames):
+                if cut_after is not None and n >= int(cut_after):
                     # An abrupt end: no chunked terminator, the socket just goes away.
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                if end_after is not None and seq >= int(end_after):
+                if end_after is not None and n >= int(end_after):
                     break
                 if wait:
                     time.sleep(wait)
-                if event["type"] == "response.completed":
-                    self.fake.keep(final, items)
-                event = {**event, "sequence_number": seq}
-                data = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+                if before is not None:
+                    before(label)
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 self.wfile.flush()
-                self.fake.sent.append(event["type"])
+                self.fake.sent.append(label)
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
@@ -546,30 +568,8 @@ class _Handler(BaseHTTPRequestHandler):
         chunks.append((chunk({}, answer["finish_reason"]), 0))
         if (body.get("stream_options") or {}).get("include_usage"):
             chunks.append((chunk(None, usage=answer["usage"]), 0))
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        cut_after = knobs.get("cut_after")
-        try:
-            for n, (payload, wait) in enumerate([*chunks, (None, 0)]):
-                if cut_after is not None and n >= int(cut_after):
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                if wait:
-                    time.sleep(wait)
-                data = b"data: [DONE]\n\n" if payload is None else b"data: " + json.dumps(payload).encode() + b"\n\n"
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                self.wfile.flush()
-                self.fake.sent.append("[DONE]" if payload is None else "chunk")
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            with self.fake.lock:
-                self.fake.disconnects += 1
-            self.fake.disconnected.set()
-            self.close_connection = True
+        frames = [(b"data: " + json.dumps(payload).encode() + b"\n\n", "chunk", wait) for payload, wait in chunks]
+        self._send_stream([*frames, (b"data: [DONE]\n\n", "[DONE]", 0)], knobs)
 
     def do_GET(self) -> None:
         self._record(None)

@@ -62,8 +62,7 @@ def create() -> Response:
     trace.model, trace.stream = body.get("model"), bool(body.get("stream"))
     if svc.observer.log_prompts:
         trace.prompt = {"instructions": body.get("instructions"), "input": body.get("input")}
-    caller = svc.auth.caller(request.headers)
-    trace.tenant = caller.tenant
+    caller = _caller(svc)
     reply, target = relay.create(svc, caller, request.headers, body, raw, trace)
     return to_response(reply, target.provider.name)
 

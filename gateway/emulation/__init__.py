@@ -13,7 +13,7 @@ import orjson
 
 from .. import sse
 from ..errors import GatewayError, UpstreamError
-from ..reply import Reply, json_reply, opened_events, passed_headers, request_headers
+from ..reply import Reply, json_reply, opened_events, passed_headers, send
 from ..routing import Target
 from ..upstream import Upstream, UpstreamResponse
 from . import request as translate
@@ -40,12 +40,13 @@ def create(
     stream = bool(body.get("stream"))
     chat = translate.to_chat(body, history, new_items, max_tokens_param=provider.max_tokens_param)
     response_id = build.new_id("resp")
-    resp = upstream.request(
-        provider.name,
+    resp = send(
+        upstream,
+        target,
         "POST",
-        provider.url("/chat/completions"),
-        headers=request_headers(target, None, stream=stream),
-        params=provider.query,
+        "/chat/completions",
+        None,
+        stream=stream,
         body=orjson.dumps(chat),
         timeout=upstream.timeout_for(target.timeout),
     )

@@ -50,37 +50,19 @@ def _typed(self: Any, field: Any, **kwargs: Any) -> dict:
     return out
 
 
+def _header(name: str, description: str) -> dict:
+    return {"name": name, "in": "header", "schema": {"type": "string"}, "description": description}
+
+
 _HEADERS = [
-    {
-        "name": "x-portkey-provider",
-        "in": "header",
-        "schema": {"type": "string"},
-        "description": "Provider to route to (see the catalogue); may be left out for reads of recorded responses.",
-    },
-    {
-        "name": "x-portkey-api-key",
-        "in": "header",
-        "schema": {"type": "string"},
-        "description": "Gateway key or the provider's own key (else Authorization: Bearer).",
-    },
-    {
-        "name": "x-portkey-config",
-        "in": "header",
-        "schema": {"type": "string"},
-        "description": "Routing config as JSON (see RoutingConfig) or the name of a saved config.",
-    },
-    {
-        "name": "x-portkey-custom-host",
-        "in": "header",
-        "schema": {"type": "string"},
-        "description": "Provider base URL; only hosts in the custom_hosts setting.",
-    },
-    {
-        "name": "x-portkey-trace-id",
-        "in": "header",
-        "schema": {"type": "string"},
-        "description": "Trace id echoed in the response (minted when absent).",
-    },
+    _header(
+        "x-portkey-provider",
+        "Provider to route to (see the catalogue); may be left out for reads of recorded responses.",
+    ),
+    _header("x-portkey-api-key", "Gateway key or the provider's own key (else Authorization: Bearer)."),
+    _header("x-portkey-config", "Routing config as JSON (see RoutingConfig) or the name of a saved config."),
+    _header("x-portkey-custom-host", "Provider base URL; only hosts in the custom_hosts setting."),
+    _header("x-portkey-trace-id", "Trace id echoed in the response (minted when absent)."),
 ]
 _RESPONSE_ID = {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _ERROR = {"description": "Error, in the OpenAI shape", "content": {"application/json": {"schema": "Error"}}}
