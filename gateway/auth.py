@@ -37,10 +37,13 @@ def key_digest(key: str) -> str:
 class Authenticator:
     """Turns the request's key into a Caller."""
 
-    def __init__(self, keys: Mapping[str, Any], *, allow_provider_keys: bool, salt: str):
+    def __init__(
+        self, keys: Mapping[str, Any], *, allow_provider_keys: bool, salt: str, gateway_key_prefix: str = ""
+    ):
         self._keys = [_parse_key(name, entry) for name, entry in keys.items()]
         self._allow_provider_keys = allow_provider_keys
         self._salt = salt.encode()
+        self._prefix = gateway_key_prefix
 
     def caller(self, headers: Mapping[str, str]) -> Caller:
         """Raises AuthenticationError (401) when there is no key, or an unknown one where only gateway keys count."""
@@ -59,8 +62,13 @@ class Authenticator:
                 found = entry
         if found is not None:
             return Caller(tenant="key:" + found.name, gateway_key=found.name, credentials=found.credentials)
+        if self._prefix and key.startswith(self._prefix):
+            # A mistyped or revoked gateway key must never reach a provider as if it were the provider's.
+            raise AuthenticationError("Incorrect API key provided: no gateway key matches it.")
         if not self._allow_provider_keys:
-            raise AuthenticationError("Incorrect API key provided.")
+            raise AuthenticationError(
+                "Incorrect API key provided. This gateway accepts only its own gateway keys, not provider keys."
+            )
         tenant = hmac.new(self._salt, key.encode(), hashlib.sha256).hexdigest()[:32]
         return Caller(tenant="pk:" + tenant, provider_key=key)
 

@@ -53,9 +53,30 @@ class Settings:
     )
     upstream_trust_env: bool = _setting(False, "honour HTTP(S)_PROXY and netrc from the environment")
     store_url: str = _setting("sqlite:///gateway.sqlite3", "SQLAlchemy URL of the response store")
+    store_write_timeout: float = _setting(
+        5.0,
+        "seconds a store write is retried (and any store wait is bounded) before the caller gets 503 "
+        "`store_unavailable`; nothing is acknowledged that the store does not hold",
+    )
     retention: str = _setting("", "default age for `gateway purge` (e.g. `30d`, `12h`); empty: keep forever")
     log_level: str = _setting("INFO", "log level of the `gateway` logger")
     log_prompts: bool = _setting(False, "put each request's `input` and `instructions` in its access log line")
+    metrics_token: str = _setting(
+        "", "when set, `/metrics` asks for `Authorization: Bearer <token>` (for gateways exposed without nginx)"
+    )
+    metrics_max_models: int = _setting(
+        100, "distinct `model` label values per worker in metrics; later ones are counted as `other`"
+    )
+    stream_heartbeat_interval: float = _setting(
+        15.0,
+        "seconds of provider silence after which a stream sends an SSE comment (`: keep-alive`), so a client "
+        "that left is noticed and the provider call closed; 0: never",
+    )
+    gateway_key_prefix: str = _setting(
+        "",
+        "keys starting with this prefix are gateway keys only: one that matches none is 401 and is never "
+        "forwarded to a provider (e.g. `gw-`); empty: no such rule",
+    )
     metrics_dir: str = _setting(
         "", "directory for multi-process metrics; gunicorn.conf.py makes one (PROMETHEUS_MULTIPROC_DIR is read too)"
     )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from flask import Flask, Response, g, json
-from werkzeug.exceptions import HTTPException
+if TYPE_CHECKING:
+    from flask import Flask, Response
 
+# Flask is imported only where errors are rendered (init_app), so that the store and the emulation, which
+# raise these errors, import nothing from Flask.
 log = logging.getLogger("gateway")
 
 
@@ -71,6 +74,17 @@ class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
 
 
+class StoreUnavailable(GatewayError):
+    """503: the store could not be read or written in time; nothing was acknowledged that it does not hold."""
+
+    status = 503
+    type = "server_error"
+    code = "store_unavailable"
+
+    def __init__(self, message: str = "The gateway's store is unavailable; try again shortly.", retry_after: int = 1):
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
 class RequestTimeout(GatewayError):
     """408: the config's request_timeout ran out before the provider answered."""
 
@@ -89,6 +103,8 @@ def not_found_response(response_id: str) -> NotFound:
 
 
 def _render(body: dict, status: int, headers: dict[str, str] | None = None) -> Response:
+    from flask import Response, json
+
     resp = Response(json.dumps(body), status=status, mimetype="application/json")
     for key, value in (headers or {}).items():
         resp.headers[key] = value
@@ -107,6 +123,8 @@ _HTTP_CODES = {
 
 def init_app(app: Flask) -> None:
     """Render every error, ours, Werkzeug's and unexpected ones, in the one JSON shape."""
+    from flask import g
+    from werkzeug.exceptions import HTTPException
 
     @app.errorhandler(GatewayError)
     def _gateway_error(err: GatewayError) -> Response:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
 from . import sse
-from .errors import GatewayError, UpstreamError
+from .errors import GatewayError, StoreUnavailable, UpstreamError
 from .reply import Reply, error_event, json_reply, opened_events, passed_headers, send
 from .routing import Target
 from .upstream import Upstream, UpstreamResponse
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
+# Terminal events that acknowledge a result: sent only once the record is committed.
+SUCCESS_EVENTS = frozenset({"response.completed", "response.incomplete"})
 
 
 def create(
@@ -54,7 +57,9 @@ def relay_events(
     """Pass each SSE event on as soon as it is complete; end a broken stream with an ``error`` event.
 
     A stream that stops without a terminal event is broken too: a client must never mistake a cut for
-    a clean end. The upstream connection is closed in every case, including the client going away.
+    a clean end. A success the store could not record is not passed on either: the stream ends with a
+    ``store_unavailable`` error event. The upstream connection is closed in every case, including the
+    client going away.
     """
     last_seq = -1
     finished = False
@@ -69,10 +74,18 @@ def relay_events(
                     last_seq = seq
                 if isinstance(payload.get("response"), dict):
                     latest = payload["response"]
-                if payload.get("type") in TERMINAL_EVENTS:
+                kind = payload.get("type")
+                if kind in TERMINAL_EVENTS:
                     finished = True
                     if on_final is not None and latest is not None:
-                        on_final(latest)
+                        try:
+                            on_final(latest)
+                        except StoreUnavailable as exc:
+                            if kind in SUCCESS_EVENTS:
+                                failure = exc
+                                last_seq = seq - 1 if isinstance(seq, int) else last_seq  # its number is free
+                                break
+                            # A failure the client learns of anyway; the store's outage is in the log.
             yield event.raw
         if not finished:
             failure = UpstreamError(
@@ -85,8 +98,10 @@ def relay_events(
     finally:
         resp.close()
     if failure is not None:
-        if on_final is not None and latest is not None:
-            on_final({**latest, "status": "failed", "error": {"code": "server_error", "message": failure.message}})
+        if on_final is not None and latest is not None and not isinstance(failure, StoreUnavailable):
+            # The client is told of the break below even when the store cannot keep the failed record.
+            with contextlib.suppress(StoreUnavailable):
+                on_final({**latest, "status": "failed", "error": {"code": "server_error", "message": failure.message}})
         yield error_event(last_seq + 1, failure)
 
 

@@ -60,22 +60,19 @@ class Trace:
         return out
 
 
-def _label(value: str | None) -> str:
-    # Models are caller-chosen strings: bound them so a label can never be abused to grow without end.
-    if not value:
-        return ""
-    return value if len(value) <= _MAX_LABEL else "other"
-
-
 _LOGGED = tuple(f.name for f in dataclasses.fields(Trace) if f.name != "started")
 
 
 class Observer:
     """Owns the metrics of one app and writes the access log."""
 
-    def __init__(self, *, multiprocess_dir: str = "", log_prompts: bool = False):
+    def __init__(self, *, multiprocess_dir: str = "", log_prompts: bool = False, max_models: int = 100):
         self.multiprocess_dir = multiprocess_dir
         self.log_prompts = log_prompts
+        # Models are caller-chosen strings: the first ``max_models`` seen get their own series, the rest
+        # share "other", so no caller can grow the metrics without end.
+        self._max_models = max_models
+        self._models: set[str] = set()
         self.registry = CollectorRegistry()
         labels = ("provider", "model", "mode", "status")
         r = self.registry
@@ -107,11 +104,38 @@ class Observer:
         self.open_streams = Gauge(
             "gateway_open_streams", "Streams being sent right now", registry=r, multiprocess_mode="livesum"
         )
+        self.store_latency = seconds("gateway_store_seconds", "Time a store operation took", ("operation",))
+        self.store_errors = Counter(
+            "gateway_store_errors_total",
+            "Store operations that failed (after retries), by kind of failure",
+            ("operation", "kind"),
+            registry=r,
+        )
+
+    def store_op(self, operation: str, seconds: float, error: str | None) -> None:
+        """The store's hook: every operation's latency, and its failures."""
+        self.store_latency.labels(operation).observe(seconds)
+        if error is not None:
+            self.store_errors.labels(operation, error).inc()
+
+    def _model_label(self, trace: Trace) -> str:
+        model = trace.model
+        # Unauthenticated and rejected requests name whatever model they like: they make no series.
+        if not model or not isinstance(model, str) or trace.tenant is None:
+            return ""
+        if 400 <= trace.status < 500 and trace.status not in (408, 429):
+            return ""
+        if model in self._models:
+            return model
+        if len(model) > _MAX_LABEL or len(self._models) >= self._max_models:
+            return "other"
+        self._models.add(model)
+        return model
 
     def finish(self, trace: Trace) -> None:
         """Count and log a request once its last byte has gone (or the client went away)."""
         endpoint = trace.path
-        provider, model, mode = trace.provider or "", _label(trace.model), trace.mode or ""
+        provider, model, mode = trace.provider or "", self._model_label(trace), trace.mode or ""
         self.requests.labels(endpoint, provider, model, mode, str(trace.status)).inc()
         self.latency.labels(endpoint, provider, mode).observe(time.perf_counter() - trace.started)
         if trace.upstream_ms is not None:

@@ -13,7 +13,16 @@ import orjson
 
 from . import emulation, native, routing
 from .auth import Caller
-from .errors import GatewayError, InvalidRequest, NotFound, RequestTimeout, UpstreamTimeout, not_found_response
+from .errors import (
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    RequestTimeout,
+    StoreUnavailable,
+    UpstreamTimeout,
+    not_found_response,
+)
+from .items import as_listed
 from .observe import Trace
 from .reply import Reply
 from .routing import Target
@@ -116,6 +125,10 @@ def attempt(
             try:
                 reply = call(target)
                 status, retry_after = reply.status, reply.headers.get("Retry-After") or reply.headers.get("retry-after")
+            except StoreUnavailable:
+                # The provider answered; only the store failed. Another call (a retry, the next target)
+                # would be paid for again and could not be recorded either.
+                raise
             except GatewayError as err:
                 if isinstance(err, UpstreamTimeout) and target.timeout is not None:
                     err = RequestTimeout(
@@ -212,9 +225,11 @@ def _create_on(
                 response=response,
                 input_items=new_items,
             )
-        except Exception:
-            # The caller still gets the answer it paid for; the log says why a later GET may miss it.
-            log.exception("could not record response %s", response.get("id"))
+        except StoreUnavailable:
+            # Raised on to the transport: a 503 instead of the 200, or an error event instead of the
+            # stream's terminal one. Nothing unrecorded is acknowledged.
+            trace.error = StoreUnavailable.code
+            raise
 
     if not native_call:
         if prev_id and prev is None:
@@ -291,6 +306,7 @@ def input_items(
         if page is None:  # deleted between the two reads
             raise not_found_response(response_id)
         data, has_more = page
+        data = [as_listed(item) for item in data]  # the API's item shapes, whatever short form was sent
         return _json(
             {
                 "object": "list",
@@ -301,3 +317,17 @@ def input_items(
             }
         ), target
     return native.input_items(svc.upstream, target, response_id, query, headers), target
+
+
+def models(
+    svc: Services, caller: Caller, headers: Mapping[str, str], model_id: str | None, trace: Trace
+) -> tuple[Reply, Target]:
+    """GET /v1/models, or /v1/models/{model_id}: the provider's answer, with the routing's retries and fallbacks."""
+    from . import models as provider_models
+
+    def call(target: Target) -> Reply:
+        if model_id is None:
+            return provider_models.list_models(svc.upstream, target, headers)
+        return provider_models.retrieve_model(svc.upstream, target, model_id, headers)
+
+    return attempt(svc, svc.router.targets(headers, caller), call, trace)

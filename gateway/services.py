@@ -29,7 +29,10 @@ class Services:
 
 
 def init_app(app: Flask, settings: Settings) -> Services:
-    store = Store(settings.store_url)
+    observer = Observer(
+        multiprocess_dir=settings.metrics_dir, log_prompts=settings.log_prompts, max_models=settings.metrics_max_models
+    )
+    store = Store(settings.store_url, write_timeout=settings.store_write_timeout, observe=observer.store_op)
     store.migrate()
     # Tenant digests must agree across workers and hosts and survive restarts: one salt, kept in the store.
     salt = settings.key_salt or store.secret("key_salt")
@@ -45,10 +48,15 @@ def init_app(app: Flask, settings: Settings) -> Services:
             trust_env=settings.upstream_trust_env,
             max_response_bytes=settings.max_body_bytes,
         ),
-        auth=Authenticator(settings.keys, allow_provider_keys=settings.allow_provider_keys, salt=salt),
+        auth=Authenticator(
+            settings.keys,
+            allow_provider_keys=settings.allow_provider_keys,
+            salt=salt,
+            gateway_key_prefix=settings.gateway_key_prefix,
+        ),
         store=store,
         router=Router(catalogue, configs=settings.configs, custom_hosts=settings.custom_hosts),
-        observer=Observer(multiprocess_dir=settings.metrics_dir, log_prompts=settings.log_prompts),
+        observer=observer,
     )
     app.extensions[EXTENSION] = svc
     return svc

@@ -18,10 +18,12 @@ _TRACE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 def init_app(app: Flask) -> None:
     from .health import bp as health_bp
+    from .models import bp as models_bp
     from .responses import bp as responses_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(responses_bp)
+    app.register_blueprint(models_bp)
 
     @app.before_request
     def _trace() -> None:
@@ -46,7 +48,7 @@ def init_app(app: Flask) -> None:
         return resp
 
 
-_UNOBSERVED = frozenset({"/healthz", "/metrics"})
+_UNOBSERVED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def _observed(stream: Iterator[bytes], trace: Trace) -> Iterator[bytes]:

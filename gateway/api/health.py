@@ -1,10 +1,13 @@
-"""Liveness and the OpenAPI description."""
+"""Liveness, readiness, metrics and the OpenAPI description."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app
+import hmac
+
+from flask import Blueprint, Response, current_app, request
 
 from .. import __version__
+from ..errors import AuthenticationError
 from ..schemas.openapi import build_spec
 from ..services import current_services
 
@@ -13,13 +16,26 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz() -> dict:
+    """Liveness: the process answers. It says nothing of the store, so a store outage restarts nothing."""
     return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[dict, int]:
+    """Readiness: the store answers and its schema is the one this code expects (else 503)."""
+    ok, why = current_services().store.ready()
+    return ({"status": "ready"}, 200) if ok else ({"status": "unavailable", "reason": why}, 503)
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    body = current_services().observer.exposition()
-    return Response(body, mimetype="text/plain; version=0.0.4")
+    svc = current_services()
+    token = svc.settings.metrics_token
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise AuthenticationError("The metrics endpoint needs 'Authorization: Bearer <metrics_token>'.")
+    return Response(svc.observer.exposition(), mimetype="text/plain; version=0.0.4")
 
 
 @bp.get("/openapi.json")

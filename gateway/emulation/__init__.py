@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 import orjson
 
 from .. import sse
-from ..errors import GatewayError, UpstreamError
-from ..reply import Reply, json_reply, opened_events, passed_headers, send
+from ..errors import GatewayError, StoreUnavailable, UpstreamError
+from ..reply import Reply, error_event, json_reply, opened_events, passed_headers, send
 from ..routing import Target
 from ..upstream import Upstream, UpstreamResponse
 from . import request as translate
@@ -76,7 +76,8 @@ def _events(
     on_final: Callable[[dict], None],
 ) -> Iterator[bytes]:
     """The Responses event stream for one chat stream. A provider that breaks off ends it with
-    ``response.failed`` (recorded as failed), never with a silent end.
+    ``response.failed`` (recorded as failed), never with a silent end; a result the store could not
+    record ends it with a ``store_unavailable`` error event in place of its terminal event.
     """
     try:
         yield from translator.start()
@@ -106,5 +107,14 @@ def _events(
         final, closing = translator.fail("server_error", exc.message)
     finally:
         resp.close()
-    on_final(final)
+    try:
+        on_final(final)
+    except StoreUnavailable as exc:
+        if final["status"] == "failed":
+            yield from closing  # a failure the client learns of anyway
+            return
+        # Everything but the terminal event: the items are whole, the result is not acknowledged.
+        yield from closing[:-1]
+        yield error_event(translator.seq - 1, exc)
+        return
     yield from closing

@@ -1,21 +1,37 @@
-"""The response store (SQLAlchemy Core): SQLite by default, PostgreSQL for several hosts, one code path."""
+"""The response store (SQLAlchemy Core): SQLite by default, PostgreSQL for several hosts, one code path.
+
+Every call has a bounded wait: a write is retried with backoff until ``write_timeout`` and then raises
+StoreUnavailable, a read raises it at once; the caller answers 503 and acknowledges nothing unrecorded.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
+import random
 import secrets
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import StaticPool
 
+from ..errors import StoreUnavailable, UpstreamError
 from .tables import INPUT, OUTPUT, SCHEMA_VERSION, items, meta, metadata, responses
+
+log = logging.getLogger("gateway")
+T = TypeVar("T")
+# What a store call may raise when the database is down, frozen, locked or gone: all of it is "unavailable".
+_UNAVAILABLE = (DBAPIError, PoolTimeout)
+# Called after every store operation with (operation, seconds, error kind or None): the metrics hook.
+Observe = Callable[[str, float, str | None], None]
 
 # Prefixes for the ids the gateway mints for input items that arrive without one.
 _ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
@@ -59,36 +75,129 @@ def input_items_of(request_input: Any, *, mint: bool = True) -> list[dict]:
     return raw
 
 
+# SQLite's own busy handler sleeps inside C, which under gevent stalls every request of the worker; a short
+# one absorbs ordinary contention and the write retry loop (which yields) waits out the rest.
+_SQLITE_BUSY_MS = 100
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    # WAL lets readers and one writer work at once across gunicorn workers; busy_timeout makes a writer
-    # wait for the lock instead of failing; NORMAL sync is durable across process crashes in WAL mode.
+    # WAL lets readers and one writer work at once across gunicorn workers; NORMAL sync is durable across
+    # process crashes in WAL mode.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
+def _private_sqlite_file(url: sa.URL) -> None:
+    """Create the SQLite file owner-only (0600): it holds prompts, outputs and the tenant salt.
+
+    SQLite gives its -wal and -shm files the database file's mode, so those follow.
+    """
+    path = url.database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    if os.stat(path).st_mode & 0o077:
+        os.chmod(path, 0o600)
+
+
+def make_engine(url: str, *, timeout: float = 5.0) -> Engine:
+    """An engine whose every wait is bounded by ``timeout`` seconds: pool checkout, connect, statement."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     if url in ("sqlite://", "sqlite:///:memory:"):
         # One in-memory database for the whole process (a throwaway store for demos and tests).
         engine = sa.create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
     elif url.startswith("sqlite"):
-        engine = sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=False)
+        _private_sqlite_file(sa.make_url(url))
+        engine = sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=False, pool_timeout=timeout)
     if url.startswith("sqlite"):
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=True)
+    millis = max(1, int(timeout * 1000))
+    connect_args = {
+        "connect_timeout": max(1, int(timeout)),
+        # A frozen server or a cut network must not hang a worker: unacknowledged writes and silent
+        # connections are given up after the timeout (libpq's TCP_USER_TIMEOUT and keepalives).
+        "tcp_user_timeout": millis,
+        "keepalives": 1,
+        "keepalives_idle": max(1, int(timeout)),
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+    }
+    engine = sa.create_engine(
+        url, pool_size=8, max_overflow=32, pool_pre_ping=True, pool_timeout=timeout, connect_args=connect_args
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _statement_timeout(dbapi_conn: Any, _record: Any) -> None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET statement_timeout = {millis}")
+        dbapi_conn.commit()
+
+    return engine
+
+
+def _kind(exc: BaseException) -> str:
+    """A short, bounded name for a store failure, for the metrics label and the log."""
+    if isinstance(exc, PoolTimeout):
+        return "pool_timeout"
+    if isinstance(exc, OperationalError):
+        return "operational"
+    return type(getattr(exc, "orig", exc)).__name__[:32].lower()
 
 
 class Store:
     """Every response the gateway relayed, with its owner, provider and items."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, write_timeout: float = 5.0, observe: Observe | None = None):
         self.url = url
-        self.engine = make_engine(url)
+        self.write_timeout = write_timeout
+        self.engine = make_engine(url, timeout=write_timeout)
+        self._observe = observe
+
+    def _call(self, op: str, fn: Callable[[], T], *, retry_for: float = 0.0) -> T:
+        """Run ``fn``, retrying a failure with jittered backoff for up to ``retry_for`` seconds.
+
+        Raises StoreUnavailable when the database cannot answer in that time.
+        """
+        started = time.perf_counter()
+        deadline = time.monotonic() + retry_for
+        wait = 0.02
+        while True:
+            try:
+                result = fn()
+            except _UNAVAILABLE as exc:
+                if isinstance(exc, IntegrityError):
+                    raise
+                kind = _kind(exc)
+                if time.monotonic() + wait >= deadline:
+                    log.warning("store %s failed (%s): %s", op, kind, str(exc).splitlines()[0][:200])
+                    self._report(op, started, kind)
+                    raise StoreUnavailable() from exc
+                time.sleep(random.uniform(wait / 2, wait))
+                wait = min(wait * 2, 0.5)
+                continue
+            self._report(op, started, None)
+            return result
+
+    def _report(self, op: str, started: float, error: str | None) -> None:
+        if self._observe is not None:
+            self._observe(op, time.perf_counter() - started, error)
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether the store answers now and its schema is the one this code expects, and why not."""
+        try:
+            with self.engine.connect() as conn:
+                value = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+        except _UNAVAILABLE as exc:
+            return False, f"store unavailable ({_kind(exc)})"
+        if value != str(SCHEMA_VERSION):
+            return False, f"store schema is {value!r}, this gateway needs {SCHEMA_VERSION}"
+        return True, "ok"
 
     # ------------------------------------------------------------------ schema
     def migrate(self) -> None:
@@ -170,20 +279,37 @@ class Store:
             "created_at": float(created) if isinstance(created, int | float) else time.time(),
             "body": orjson.dumps(response).decode(),
         }
-        with self.engine.begin() as conn:
-            conn.execute(_INSERT_RESPONSE, row)
-            if rows:
-                conn.execute(_INSERT_ITEMS, rows)
+
+        def write() -> None:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(_INSERT_RESPONSE, row)
+                    if rows:
+                        conn.execute(_INSERT_ITEMS, rows)
+            except IntegrityError:
+                # A retry after a commit whose acknowledgement was lost finds its own row: that is success.
+                with self.engine.connect() as conn:
+                    if conn.execute(_OWNER, {"id": row["id"]}).scalar() != tenant:
+                        raise UpstreamError(
+                            f"The provider '{provider}' answered with a response id the gateway already holds.",
+                            code="upstream_duplicate_id",
+                        ) from None
+
+        self._call("record", write, retry_for=self.write_timeout)
 
     def delete(self, tenant: str, response_id: str) -> bool:
         """Remove a response and its items; False when this tenant has no such response."""
-        with self.engine.begin() as conn:
-            deleted = conn.execute(
-                responses.delete().where(responses.c.id == response_id, responses.c.tenant == tenant)
-            ).rowcount
-            if deleted:
-                conn.execute(items.delete().where(items.c.response_id == response_id))
-        return bool(deleted)
+
+        def write() -> int:
+            with self.engine.begin() as conn:
+                deleted = conn.execute(
+                    responses.delete().where(responses.c.id == response_id, responses.c.tenant == tenant)
+                ).rowcount
+                if deleted:
+                    conn.execute(items.delete().where(items.c.response_id == response_id))
+            return deleted
+
+        return bool(self._call("delete", write, retry_for=self.write_timeout))
 
     def purge(self, older_than: float, *, batch: int = 1000, progress: Callable[[int], None] | None = None) -> int:
         """Delete responses created more than ``older_than`` seconds ago, in batches; returns how many."""
@@ -206,12 +332,19 @@ class Store:
     # ------------------------------------------------------------------ reads
     def owner_of(self, response_id: str) -> str | None:
         """The tenant of a response, or None when the store has never seen it (or it was deleted)."""
-        with self.engine.connect() as conn:
-            return conn.execute(_OWNER, {"id": response_id}).scalar()
+
+        def read() -> str | None:
+            with self.engine.connect() as conn:
+                return conn.execute(_OWNER, {"id": response_id}).scalar()
+
+        return self._call("owner_of", read)
 
     def get(self, tenant: str, response_id: str) -> StoredResponse | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(_GET, {"id": response_id, "tenant": tenant}).first()
+        def read() -> Any:
+            with self.engine.connect() as conn:
+                return conn.execute(_GET, {"id": response_id, "tenant": tenant}).first()
+
+        row = self._call("get", read)
         if row is None:
             return None
         return StoredResponse(
@@ -229,26 +362,32 @@ class Store:
     ) -> tuple[list[dict], bool] | None:
         """One page of a response's input items and whether more follow; None when not this tenant's."""
         desc = order == "desc"
-        with self.engine.connect() as conn:
-            owned = conn.execute(
-                sa.select(responses.c.id).where(responses.c.id == response_id, responses.c.tenant == tenant)
-            ).first()
-            if owned is None:
-                return None
-            where = [items.c.response_id == response_id, items.c.kind == INPUT]
-            if after is not None:
-                pos = conn.execute(
-                    sa.select(sa.func.min(items.c.position)).where(*where, items.c.item_id == after)
-                ).scalar()
-                if pos is None:
-                    return [], False
-                where.append(items.c.position < pos if desc else items.c.position > pos)
-            rows = conn.execute(
-                sa.select(items.c.body)
-                .where(*where)
-                .order_by(items.c.position.desc() if desc else items.c.position.asc())
-                .limit(limit + 1)
-            ).all()
+
+        def read() -> list | None:
+            with self.engine.connect() as conn:
+                owned = conn.execute(
+                    sa.select(responses.c.id).where(responses.c.id == response_id, responses.c.tenant == tenant)
+                ).first()
+                if owned is None:
+                    return None
+                where = [items.c.response_id == response_id, items.c.kind == INPUT]
+                if after is not None:
+                    pos = conn.execute(
+                        sa.select(sa.func.min(items.c.position)).where(*where, items.c.item_id == after)
+                    ).scalar()
+                    if pos is None:
+                        return []
+                    where.append(items.c.position < pos if desc else items.c.position > pos)
+                return conn.execute(
+                    sa.select(items.c.body)
+                    .where(*where)
+                    .order_by(items.c.position.desc() if desc else items.c.position.asc())
+                    .limit(limit + 1)
+                ).all()
+
+        rows = self._call("input_items", read)
+        if rows is None:
+            return None
         page = [orjson.loads(r.body) for r in rows[:limit]]
         return page, len(rows) > limit
 
@@ -272,37 +411,41 @@ class Store:
             responses.c.id == chain.c.prev, responses.c.tenant == tenant, chain.c.depth < MAX_CHAIN
         )
         chain = chain.union_all(step)
+        if self.engine.dialect.name == "postgresql":
+            # PostgreSQL cannot estimate a recursive CTE's size and, on a large items table, hash-joins
+            # it with a full scan (343 ms for 1,000 turns among 1M responses). LATERAL makes it one index
+            # lookup per turn, so the cost follows the chain, not the table. SQLite has no LATERAL and
+            # already plans index searches here.
+            turn = (
+                sa.select(items.c.kind, items.c.position, items.c.body)
+                .where(items.c.response_id == chain.c.id)
+                # OFFSET 0 keeps the planner from flattening the subquery back into that same join.
+                .offset(0)
+                .lateral("turn")
+            )
+            query = (
+                sa.select(turn.c.kind, turn.c.body)
+                .select_from(chain.join(turn, sa.true()))
+                .order_by(chain.c.depth.desc(), turn.c.kind, turn.c.position)
+            )
+        else:
+            query = (
+                sa.select(items.c.kind, items.c.body)
+                .join(chain, items.c.response_id == chain.c.id)
+                .order_by(chain.c.depth.desc(), items.c.kind, items.c.position)
+            )
+
+        def read() -> list:
+            with self.engine.connect() as conn:
+                return conn.execute(query).all()
+
         out = []
-        with self.engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                # PostgreSQL cannot estimate a recursive CTE's size and, on a large items table, hash-joins
-                # it with a full scan (343 ms for 1,000 turns among 1M responses). LATERAL makes it one index
-                # lookup per turn, so the cost follows the chain, not the table. SQLite has no LATERAL and
-                # already plans index searches here.
-                turn = (
-                    sa.select(items.c.kind, items.c.position, items.c.body)
-                    .where(items.c.response_id == chain.c.id)
-                    # OFFSET 0 keeps the planner from flattening the subquery back into that same join.
-                    .offset(0)
-                    .lateral("turn")
-                )
-                query = (
-                    sa.select(turn.c.kind, turn.c.body)
-                    .select_from(chain.join(turn, sa.true()))
-                    .order_by(chain.c.depth.desc(), turn.c.kind, turn.c.position)
-                )
-            else:
-                query = (
-                    sa.select(items.c.kind, items.c.body)
-                    .join(chain, items.c.response_id == chain.c.id)
-                    .order_by(chain.c.depth.desc(), items.c.kind, items.c.position)
-                )
-            for row in conn.execute(query):
-                item = orjson.loads(row.body)
-                if row.kind == INPUT:
-                    item.pop("id", None)
-                    item.pop("status", None)
-                out.append(item)
+        for row in self._call("chain_items", read):
+            item = orjson.loads(row.body)
+            if row.kind == INPUT:
+                item.pop("id", None)
+                item.pop("status", None)
+            out.append(item)
         return out
 
     def count(self) -> int:

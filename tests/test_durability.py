@@ -1,0 +1,175 @@
+"""What the gateway acknowledges, its store holds: store outages mid-load under gunicorn, on PostgreSQL
+(a TCP proxy between the gateway and the real server, cut for seconds) and on SQLite (a write lock held by
+another process past the write timeout). Every 200, and every stream that said ``response.completed``,
+is retrievable afterwards; every other answer is 503 ``store_unavailable`` in the error shape.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.conftest import KEY, Gunicorn
+from tests.tcp_proxy import CuttableProxy
+
+TOTAL = 2000
+CONCURRENCY = 16
+OUTAGE_AT = 400  # requests answered before the outage starts
+OUTAGE_SECONDS = 5
+HEADERS = {"Authorization": f"Bearer {KEY}", "x-portkey-provider": "openai"}
+
+
+def _one(base: str, i: int) -> dict:
+    """One create, streamed for every fourth: what the client was told, and the id it was told of."""
+    body = {"model": "gpt-test", "input": f"turn {i}"}
+    if i % 4 == 0:
+        body["stream"] = True
+        with requests.post(f"{base}/v1/responses", json=body, headers=HEADERS, stream=True, timeout=30) as r:
+            if r.status_code != 200:
+                return {"i": i, "stream": True, "status": r.status_code, "body": r.json()}
+            events = [
+                json.loads(line[6:]) for line in r.iter_lines(decode_unicode=True) if line.startswith("data: ")
+            ]
+        last = events[-1]
+        return {
+            "i": i,
+            "stream": True,
+            "status": 200,
+            "terminal": last["type"],
+            "id": events[0]["response"]["id"],
+            "last": last,
+        }
+    r = requests.post(f"{base}/v1/responses", json=body, headers=HEADERS, timeout=30)
+    out = {"i": i, "stream": False, "status": r.status_code, "body": r.json()}
+    if r.status_code == 200:
+        out["id"] = out["body"]["id"]
+    return out
+
+
+def _load(base: str, outage_start: threading.Event) -> list[dict]:
+    done = 0
+    lock = threading.Lock()
+
+    def run(i: int) -> dict:
+        nonlocal done
+        result = _one(base, i)
+        with lock:
+            done += 1
+            if done == OUTAGE_AT:
+                outage_start.set()
+        return result
+
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        return list(pool.map(run, range(TOTAL)))
+
+
+def _check(base: str, results: list[dict]) -> dict[str, int]:
+    """Every acknowledged response is stored; every other answer is an honest 503."""
+    counts = {"acknowledged": 0, "stored": 0, "503": 0}
+    for res in results:
+        acknowledged = res["status"] == 200 and (not res["stream"] or res["terminal"] == "response.completed")
+        if acknowledged:
+            counts["acknowledged"] += 1
+            got = requests.get(f"{base}/v1/responses/{res['id']}", headers=HEADERS, timeout=10)
+            assert got.status_code == 200, (res, got.text)
+            assert got.json()["id"] == res["id"]
+            counts["stored"] += 1
+        elif res["status"] == 200:
+            # A stream whose record failed ends with the store's error in place of response.completed.
+            assert res["last"]["type"] == "error", res
+            assert res["last"]["error"]["code"] == "store_unavailable", res
+            counts["503"] += 1
+        else:
+            assert res["status"] == 503, res
+            assert res["body"]["error"]["code"] == "store_unavailable", res
+            assert set(res["body"]["error"]) == {"message", "type", "param", "code"}
+            counts["503"] += 1
+    return counts
+
+
+@pytest.fixture
+def pg_proxy(pg_schema):
+    proxy = CuttableProxy(("127.0.0.1", 5432))
+    yield proxy
+    proxy.stop()
+
+
+def test_postgresql_outage_acknowledges_only_what_is_stored(fake, pg_schema, pg_proxy, gateway_env, tmp_path):
+    import sqlalchemy as sa
+
+    from gateway.store.tables import metadata
+
+    engine = sa.create_engine(pg_schema)
+    metadata.drop_all(engine)
+    engine.dispose()
+    url = pg_schema.replace("127.0.0.1:5432", f"127.0.0.1:{pg_proxy.port}")
+    env = {**gateway_env, "GATEWAY_STORE_URL": url, "GATEWAY_STORE_WRITE_TIMEOUT": "1.5"}
+    server = Gunicorn(env, workers=2, threads=64)
+    outage = threading.Event()
+    ready_during: list[int] = []
+
+    def cut_then_restore() -> None:
+        outage.wait(120)
+        pg_proxy.cut()
+        time.sleep(1)
+        ready_during.append(requests.get(server.url + "/readyz", timeout=10).status_code)
+        time.sleep(OUTAGE_SECONDS - 1)
+        pg_proxy.restore()
+
+    try:
+        cutter = threading.Thread(target=cut_then_restore)
+        cutter.start()
+        results = _load(server.url, outage)
+        cutter.join()
+        assert ready_during == [503]
+        # Recovered without a restart: ready again, and new requests are acknowledged and stored.
+        deadline = time.monotonic() + 10
+        while requests.get(server.url + "/readyz", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "not ready again after the store came back"
+            time.sleep(0.2)
+        results += [_one(server.url, TOTAL + i) for i in range(8)]
+        counts = _check(server.url, results)
+        print(f"\nPostgreSQL outage: {counts} of {len(results)} requests")
+        assert counts["503"] > 0, "the outage was not felt: the test proves nothing"
+        assert counts["acknowledged"] + counts["503"] == len(results)
+        assert all(r["status"] == 200 for r in results[-8:])
+        metrics = requests.get(server.url + "/metrics", timeout=10).text
+        assert 'gateway_store_errors_total{kind="operational",operation="record"}' in metrics
+    finally:
+        server.stop()
+
+
+def test_sqlite_write_lock_past_the_timeout(fake, gateway_env, tmp_path):
+    store = tmp_path / "locked.sqlite3"
+    env = {**gateway_env, "GATEWAY_STORE_URL": f"sqlite:///{store}", "GATEWAY_STORE_WRITE_TIMEOUT": "1.5"}
+    server = Gunicorn(env, workers=2, threads=64)
+    outage = threading.Event()
+
+    def hold_lock() -> None:
+        outage.wait(120)
+        # Another process's writer, as `sqlite3 gateway.sqlite3` with an open transaction would be.
+        conn = sqlite3.connect(store, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        time.sleep(OUTAGE_SECONDS)
+        conn.execute("ROLLBACK")
+        conn.close()
+
+    try:
+        holder = threading.Thread(target=hold_lock)
+        holder.start()
+        results = _load(server.url, outage)
+        holder.join()
+        results += [_one(server.url, TOTAL + i) for i in range(8)]
+        counts = _check(server.url, results)
+        print(f"\nSQLite write lock: {counts} of {len(results)} requests")
+        assert counts["503"] > 0, "the lock was not felt: the test proves nothing"
+        assert all(r["status"] == 200 for r in results[-8:])
+        assert requests.get(server.url + "/readyz", timeout=10).status_code == 200
+    finally:
+        server.stop()
