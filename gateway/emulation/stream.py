@@ -10,9 +10,13 @@ from . import response as build
 
 
 class StreamTranslator:
-    """Turns chunks into events as they come. Each output item is closed before the next one opens.
+    """Turns chunks into events as they come.
 
-    ``response`` is the skeleton (``status: in_progress``, ids minted); it becomes the final object.
+    A text or reasoning item is closed when the next item opens. Function calls stay open until the chunk
+    stream ends: Chat Completions keys tool-call pieces by ``index``, so a provider may interleave the
+    arguments of parallel calls, and each call's ``done`` events must carry its whole arguments (clients
+    such as the AI SDK run the call from them). ``response`` is the skeleton (``status: in_progress``,
+    ids minted); it becomes the final object.
     """
 
     def __init__(self, response: dict):
@@ -20,8 +24,8 @@ class StreamTranslator:
         self.seq = 0
         self.finish_reason: str | None = None
         self.usage: Any = None
-        self._open: dict | None = None  # the item being streamed: {"kind", "index", "item", "text"}
-        self._calls: dict[int, dict] = {}  # chat tool-call index -> its function_call item
+        self._open: dict | None = None  # the text or reasoning item being streamed: {"kind", "index", "item", "text"}
+        self._calls: dict[int, dict] = {}  # chat tool-call index -> its open entry, as above
 
     def _event(self, payload: dict) -> bytes:
         payload["sequence_number"] = self.seq
@@ -36,11 +40,12 @@ class StreamTranslator:
         ]
 
     # ------------------------------------------------------------------ items
-    def _open_item(self, kind: str, item: dict) -> list[bytes]:
-        out = self._close()
+    def _open_item(self, kind: str, item: dict) -> tuple[dict, list[bytes]]:
+        out = self._close(self._open)
+        self._open = None
         index = len(self.response["output"])
         self.response["output"].append(item)
-        self._open = {"kind": kind, "index": index, "item": item, "text": []}
+        entry = {"kind": kind, "index": index, "item": item, "text": []}
         added = copy.deepcopy(item)
         if kind == "message" or kind == "reasoning":
             added["content"] = []
@@ -57,10 +62,9 @@ class StreamTranslator:
                     }
                 )
             )
-        return out
+        return entry, out
 
-    def _close(self, status: str = "completed") -> list[bytes]:
-        current, self._open = self._open, None
+    def _close(self, current: dict | None, status: str = "completed") -> list[bytes]:
         if current is None:
             return []
         item, index, kind = current["item"], current["index"], current["kind"]
@@ -134,7 +138,8 @@ class StreamTranslator:
                 else build.reasoning_item(build.new_id(prefix), "")
             )
             item["status"] = "in_progress"
-            out += self._open_item(kind, item)
+            self._open, opened = self._open_item(kind, item)
+            out += opened
         current = self._open
         current["text"].append(text)
         kind_event = "response.output_text.delta" if kind == "message" else "response.reasoning_text.delta"
@@ -154,8 +159,8 @@ class StreamTranslator:
         index = call.get("index", 0)
         function = call.get("function") or {}
         out: list[bytes] = []
-        item = self._calls.get(index)
-        if item is None:
+        entry = self._calls.get(index)
+        if entry is None:
             item = build.function_call_item(
                 build.new_id("fc"),
                 call.get("id") or build.new_id("call"),
@@ -163,32 +168,38 @@ class StreamTranslator:
                 "",
                 status="in_progress",
             )
-            self._calls[index] = item
-            out += self._open_item("function_call", item)
-        elif function.get("name") and not item["name"]:
-            item["name"] = function["name"]
+            entry, opened = self._open_item("function_call", item)
+            self._calls[index] = entry
+            out += opened
+        elif function.get("name") and not entry["item"]["name"]:
+            entry["item"]["name"] = function["name"]
         piece = function.get("arguments") or ""
         if piece:
+            item = entry["item"]
             item["arguments"] += piece
-            if self._open is not None and self._open["item"] is item:
-                out.append(
-                    self._event(
-                        {
-                            "type": "response.function_call_arguments.delta",
-                            "item_id": item["id"],
-                            "output_index": self._open["index"],
-                            "delta": piece,
-                        }
-                    )
+            out.append(
+                self._event(
+                    {
+                        "type": "response.function_call_arguments.delta",
+                        "item_id": item["id"],
+                        "output_index": entry["index"],
+                        "delta": piece,
+                    }
                 )
-            # A piece for a call already closed (providers that interleave calls) still lands in the final item.
+            )
         return out
 
     # ------------------------------------------------------------------ the end
+    def _close_all(self, status: str) -> list[bytes]:
+        """Close every item still open, in output order."""
+        open_items = sorted([*self._calls.values(), *([self._open] if self._open else [])], key=lambda e: e["index"])
+        self._open, self._calls = None, {}
+        return [event for entry in open_items for event in self._close(entry, status)]
+
     def complete(self) -> tuple[dict, list[bytes]]:
         """Close the open item and finish the Response; returns it and the events that remain to send."""
         status = "incomplete" if self.finish_reason in ("length", "content_filter") else "completed"
-        out = self._close(status)
+        out = self._close_all(status)
         final = build.finish(self.response, self.finish_reason, self.usage)
         kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
         out.append(self._event({"type": kind, "response": final}))
@@ -196,7 +207,7 @@ class StreamTranslator:
 
     def fail(self, code: str, message: str) -> tuple[dict, list[bytes]]:
         """The provider broke off: close what is open as incomplete and end with ``response.failed``."""
-        out = self._close("incomplete")
+        out = self._close_all("incomplete")
         self.response["status"] = "failed"
         self.response["error"] = {"code": code, "message": message}
         self.response["usage"] = build.usage(self.usage) if self.usage else None
