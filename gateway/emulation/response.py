@@ -19,7 +19,6 @@ _FINISH = {
 
 def skeleton(body: dict, response_id: str, created_at: int, previous_response_id: str | None) -> dict:
     """The Response object as the real API echoes a request, before any output (``status: in_progress``)."""
-    fmt = (body.get("text") or {}).get("format") or {"type": "text"}
     reasoning = body.get("reasoning") or {}
     return {
         "id": response_id,
@@ -36,14 +35,17 @@ def skeleton(body: dict, response_id: str, created_at: int, previous_response_id
         "model": body["model"],
         "output": [],
         "parallel_tool_calls": body.get("parallel_tool_calls", True) is not False,
+        "presence_penalty": _number(body.get("presence_penalty"), 0.0),
+        "frequency_penalty": _number(body.get("frequency_penalty"), 0.0),
         "previous_response_id": previous_response_id,
         "prompt_cache_key": body.get("prompt_cache_key"),
+        "prompt_cache_retention": body.get("prompt_cache_retention"),
         "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
         "safety_identifier": body.get("safety_identifier"),
         "service_tier": body.get("service_tier") or "auto",
         "store": body.get("store") is not False,
         "temperature": body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0,
-        "text": {"format": fmt},
+        "text": _echo_text(body.get("text") or {}),
         "tool_choice": body.get("tool_choice") or "auto",
         "tools": [_echo_tool(t) for t in body.get("tools") or []],
         "top_logprobs": body.get("top_logprobs") or 0,
@@ -53,6 +55,26 @@ def skeleton(body: dict, response_id: str, created_at: int, previous_response_id
         "user": body.get("user"),
         "metadata": body.get("metadata") or {},
     }
+
+
+def _number(value: Any, default: float) -> Any:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+
+def _echo_text(text: dict) -> dict:
+    """``text`` as the API echoes it: the format with every field of its type, and the verbosity."""
+    fmt = text.get("format") or {"type": "text"}
+    if fmt.get("type") == "json_schema":
+        # The Open Responses spec requires all five; the API fills in what the request left out.
+        fmt = {
+            "type": "json_schema",
+            "name": fmt.get("name"),
+            "description": fmt.get("description"),
+            "schema": fmt.get("schema"),
+            "strict": bool(fmt.get("strict")),
+            **{k: v for k, v in fmt.items() if k not in ("type", "name", "description", "schema", "strict")},
+        }
+    return {"format": fmt, "verbosity": text.get("verbosity") or "medium"}
 
 
 def _echo_tool(tool: dict) -> dict:
