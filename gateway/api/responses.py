@@ -1,11 +1,11 @@
-"""The four Responses API endpoints. Views validate, call one relay function, and return."""
+"""The Responses API endpoints. Views validate, call one relay function, and return."""
 
 from __future__ import annotations
 
 import re
 
 import orjson
-from flask import Blueprint, Response, g, request
+from flask import Response, g, request
 
 from .. import relay
 from ..auth import Caller
@@ -14,8 +14,9 @@ from ..schemas import validate
 from ..schemas.responses import CreateResponseSchema, InputItemsQuerySchema, RetrieveQuerySchema, query_dict
 from ..services import Services, current_services
 from . import to_response
+from .v1 import V1Blueprint
 
-bp = Blueprint("responses", __name__, url_prefix="/v1")
+bp = V1Blueprint("responses", __name__)
 
 _create_schema = CreateResponseSchema()
 _retrieve_schema = RetrieveQuerySchema()
@@ -91,3 +92,40 @@ def input_items(response_id: str) -> Response:
     caller = _caller(svc)
     reply, target = relay.input_items(svc, caller, request.headers, _response_id(response_id), query)
     return to_response(reply, target.provider.name)
+
+
+# Endpoints of the API that the gateway does not offer yet. Without their own routes the id route above
+# would answer them 405. 501 is the honest status (the request is fine; the function is missing), and
+# ``x-should-retry: false`` keeps the openai SDKs, which retry every 5xx, from asking twice more: they
+# raise at once with this message.
+_NOT_AVAILABLE = {
+    "input_tokens": "Counting input tokens (POST /v1/responses/input_tokens) is not available in this gateway.",
+    "compact": "Compacting a conversation (POST /v1/responses/compact) is not available in this gateway.",
+    "cancel": "Cancelling a response (POST /v1/responses/{response_id}/cancel) is not available in this gateway: "
+    "it runs no background responses.",
+}
+
+
+def _not_available(what: str) -> GatewayError:
+    return GatewayError(
+        _NOT_AVAILABLE[what], status=501, code="unsupported_endpoint", headers={"x-should-retry": "false"}
+    )
+
+
+@bp.post("/responses/input_tokens")
+def input_tokens() -> Response:
+    _caller(current_services())
+    raise _not_available("input_tokens")
+
+
+@bp.post("/responses/compact")
+def compact() -> Response:
+    _caller(current_services())
+    raise _not_available("compact")
+
+
+@bp.post("/responses/<response_id>/cancel")
+def cancel(response_id: str) -> Response:
+    _caller(current_services())
+    _response_id(response_id)
+    raise _not_available("cancel")
