@@ -65,6 +65,7 @@ _HEADERS = [
     _header("x-portkey-trace-id", "Trace id echoed in the response (minted when absent)."),
 ]
 _RESPONSE_ID = {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _ERROR = {"description": "Error, in the OpenAI shape", "content": {"application/json": {"schema": "Error"}}}
 _OBJECT = {"content": {"application/json": {"schema": {"type": "object"}}}}
 
@@ -131,6 +132,28 @@ def build_spec(version: str) -> dict:
                 "security": security,
                 "parameters": [_RESPONSE_ID, *_HEADERS, {"in": "query", "schema": InputItemsQuerySchema}],
                 "responses": {"200": {"description": "A list page", **_OBJECT}, **errors},
+            }
+        },
+    )
+    spec.path(
+        path="/v1/models",
+        operations={
+            "get": {
+                "summary": "List the provider's models (relayed as the provider answers)",
+                "security": security,
+                "parameters": _HEADERS,
+                "responses": {"200": {"description": "A list of model objects", **_OBJECT}, **errors},
+            }
+        },
+    )
+    spec.path(
+        path="/v1/models/{model_id}",
+        operations={
+            "get": {
+                "summary": "Retrieve one of the provider's models",
+                "security": security,
+                "parameters": [_MODEL_ID, *_HEADERS],
+                "responses": {"200": {"description": "A model object", **_OBJECT}, **errors},
             }
         },
     )
