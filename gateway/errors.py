@@ -123,7 +123,7 @@ _HTTP_CODES = {
 
 def init_app(app: Flask) -> None:
     """Render every error, ours, Werkzeug's and unexpected ones, in the one JSON shape."""
-    from flask import g
+    from flask import current_app, g
     from werkzeug.exceptions import HTTPException
 
     @app.errorhandler(GatewayError)
@@ -141,6 +141,9 @@ def init_app(app: Flask) -> None:
         message = err.description or err.name
         if status == 404:
             message = "Unknown path. See the gateway's README for its endpoints."
+        elif status == 413:
+            limit = current_app.config.get("MAX_CONTENT_LENGTH")
+            message = f"The request body is larger than {limit} bytes, the gateway's `max_body_bytes` setting."
         headers = {}
         valid_methods = getattr(err, "valid_methods", None)
         if valid_methods:

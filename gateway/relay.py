@@ -26,6 +26,7 @@ from .items import as_listed
 from .observe import Trace
 from .reply import Reply
 from .routing import Target
+from .schemas import MAX_BODY_DEPTH, check_depth
 from .services import Services
 from .store import StoredResponse, input_items_of
 
@@ -85,12 +86,14 @@ def _previous_not_found(prev_id: str) -> InvalidRequest:
 def create(
     svc: Services, caller: Caller, headers: Mapping[str, str], body: dict, raw: bytes, trace: Trace | None = None
 ) -> tuple[Reply, Target]:
-    """POST /v1/responses. ``body`` is the validated request, ``raw`` its bytes as received.
+    """POST /v1/responses. ``body`` is the validated request, ``raw`` its bytes as received (for a quick
+    nesting check; the parsed body is what is forwarded).
 
     Each target is tried in turn, with its retries; the first success answers. The record is written
     before the reply (or a stream's terminal event) leaves, so a follow-up turn on any worker or host
     finds it.
     """
+    check_depth(body, raw, MAX_BODY_DEPTH)
     prev_id, prev = _previous(svc, caller, body)
     targets = svc.router.targets(headers, caller)
     keep = body.get("store") is not False
@@ -100,7 +103,7 @@ def create(
     trace = trace or Trace(trace_id="", method="POST", path="/v1/responses")
 
     def call(target: Target) -> Reply:
-        return _create_on(svc, caller, headers, body, raw, target, prev_id, prev, keep, new_items, trace)
+        return _create_on(svc, caller, headers, body, target, prev_id, prev, keep, new_items, trace)
 
     return attempt(svc, targets, call, trace)
 
@@ -197,7 +200,6 @@ def _create_on(
     caller: Caller,
     headers: Mapping[str, str],
     body: dict,
-    raw: bytes,
     target: Target,
     prev_id: str | None,
     prev: StoredResponse | None,
@@ -245,14 +247,17 @@ def _create_on(
             on_final=record,
         )
 
-    payload = raw
+    # The body the gateway checked (ownership of previous_response_id, store) is the body it forwards: the
+    # parsed one, never the raw bytes, in which a duplicate key could say one thing to the gateway's parser
+    # (the last value wins) and another to the provider's. Re-encoding costs microseconds with orjson;
+    # rejecting duplicates would need a second, slower parse of every body.
     if switched:
         # The new provider has never seen this conversation: send it the history, not an id it cannot know.
         history = svc.store.chain_items(caller.tenant, prev.id)
         inlined = {k: v for k, v in body.items() if k != "previous_response_id"}
         inlined["input"] = history + input_items_of(body.get("input"), mint=False)
         payload = orjson.dumps(inlined)
-    elif target.override_params:
+    else:
         payload = orjson.dumps(body)
     reply = native.create(
         svc.upstream, target, payload, stream=bool(body.get("stream")), client_headers=headers, on_final=record

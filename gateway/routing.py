@@ -12,7 +12,7 @@ import orjson
 from .auth import Caller
 from .errors import GatewayError, InvalidRequest
 from .providers import Catalogue, Provider
-from .schemas import validate
+from .schemas import MAX_CONFIG_DEPTH, check_depth, validate
 from .schemas.config import ConfigSchema
 
 DEFAULT_RETRY_ON = frozenset({429, 500, 502, 503, 504})
@@ -120,6 +120,11 @@ class Router:
     def _validated(self, config: Any, where: str) -> dict:
         if not isinstance(config, dict):
             raise InvalidRequest(f"{where} must be a JSON object.", param=where, code="invalid_config")
+        # Before the schema, which recurses once per nested target and would exhaust Python's stack.
+        try:
+            check_depth(config, None, MAX_CONFIG_DEPTH, where)
+        except InvalidRequest as err:
+            raise InvalidRequest(err.message, param=err.param, code="invalid_config") from None
         try:
             validate(_config_schema, config)
         except InvalidRequest as err:

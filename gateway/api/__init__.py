@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import re
 import time
 import uuid
 from collections.abc import Iterator
 
 from flask import Flask, Response, g, request, stream_with_context
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..observe import Trace
 from ..reply import Reply
@@ -24,6 +26,10 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(health_bp)
     app.register_blueprint(responses_bp)
     app.register_blueprint(models_bp)
+
+    @app.before_request
+    def _bounded_body() -> None:
+        _read_chunked_body(app.config["MAX_CONTENT_LENGTH"])
 
     @app.before_request
     def _trace() -> None:
@@ -46,6 +52,22 @@ def init_app(app: Flask) -> None:
         # Called when the last byte has gone, or the client went away: for streams that is their real end.
         resp.call_on_close(lambda: observer.finish(trace))
         return resp
+
+
+def _read_chunked_body(limit: int | None) -> None:
+    """A body sent without Content-Length (chunked) is read here, up to the limit: 413 past it.
+
+    Werkzeug would cut such a body at the limit and hand the first part on as if it were whole.
+    """
+    environ = request.environ
+    if limit is None or "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return
+    data = environ["wsgi.input"].read(limit + 1)
+    if len(data) > limit:
+        raise RequestEntityTooLarge()
+    environ["wsgi.input"] = io.BytesIO(data)
+    environ["CONTENT_LENGTH"] = str(len(data))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
 
 
 _UNOBSERVED = frozenset({"/healthz", "/readyz", "/metrics"})

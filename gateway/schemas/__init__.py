@@ -42,3 +42,38 @@ def _first_error(messages: Any, path: str | None = None) -> tuple[str | None, st
             return _first_error(first, path)
         return path, str(first)
     return path, str(messages)
+
+
+# The store serialises with orjson, which writes at most 254 levels of nesting while it reads 1,024: what
+# the gateway accepts must be what it can keep. Requests get well under that, leaving room for the levels
+# the gateway wraps around them (history inlined into a body, a config's overrides merged into one).
+MAX_BODY_DEPTH = 128
+MAX_CONFIG_DEPTH = 32
+
+
+def check_depth(data: Any, raw: bytes | None, limit: int, where: str | None = None) -> None:
+    """Raises InvalidRequest naming the top-level field that nests deeper than ``limit`` levels.
+
+    ``raw``, the JSON text, makes the common case free: fewer brackets than the limit cannot nest deeper.
+    """
+    if raw is not None and raw.count(b"{") + raw.count(b"[") <= limit:
+        return
+    stack: list[tuple[Any, int, str | None]] = [(data, 1, None)]
+    while stack:
+        value, depth, top = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.items()
+        elif isinstance(value, list):
+            children = enumerate(value)
+        else:
+            continue
+        if depth > limit:
+            param = top if where is None else where if top is None else f"{where}.{top}"
+            raise InvalidRequest(
+                f"'{param or where or 'body'}' is nested more than {limit} levels deep.",
+                param=param,
+                code="nested_too_deep",
+            )
+        for key, child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1, top if top is not None else str(key)))

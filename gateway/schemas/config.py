@@ -40,7 +40,8 @@ class TargetSchema(Schema):
     provider = f.String()
     api_key = f.String()
     custom_host = f.String()
-    weight = f.Number(validate=validate.Range(min=0))
+    # Bounded so that any sum of weights stays a finite number for random.choices.
+    weight = f.Number(validate=validate.Range(min=0, max=1_000_000))
     override_params = f.Object()
     retry = mfields.Nested(RetrySchema)
     request_timeout = f.Integer(validate=validate.Range(min=1))

@@ -245,6 +245,16 @@ class Store:
         input_items: list[dict],
     ) -> None:
         """Keep a response and its items (input then output) in one transaction."""
+        try:
+            return self._record(tenant, provider, mode, response, input_items)
+        except orjson.JSONEncodeError:
+            # Requests are held to a depth the store can write; only a provider's answer can exceed it.
+            raise UpstreamError(
+                f"The provider '{provider}' answered with JSON nested too deeply to store.",
+                code="upstream_invalid_response",
+            ) from None
+
+    def _record(self, tenant: str, provider: str, mode: str, response: dict, input_items: list[dict]) -> None:
         output = [item for item in response.get("output") or [] if isinstance(item, dict)]
         rows = [
             {
