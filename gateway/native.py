@@ -45,7 +45,8 @@ def create(
         timeout=upstream.timeout_for(target.timeout),
     )
     if stream and resp.status < 300 and resp.content_type == "text/event-stream":
-        return Reply(200, passed_headers(resp), stream=relay_events(resp, opened_events(resp), on_final))
+        stream = relay_events(resp, opened_events(resp), on_final)
+        return Reply(200, passed_headers(resp), stream=stream, abort=resp.abort)
     return json_reply(resp)
 
 
@@ -118,7 +119,7 @@ def retrieve(
         upstream, target, "GET", _path(response_id), client_headers, stream=stream, params=_params(target, query)
     )
     if stream and resp.status < 300 and resp.content_type == "text/event-stream":
-        return Reply(200, passed_headers(resp), stream=relay_events(resp))
+        return Reply(200, passed_headers(resp), stream=relay_events(resp), abort=resp.abort)
     return json_reply(resp)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -34,6 +34,9 @@ class Reply:
     stream: Iterator[bytes] | None = None
     # The parsed JSON body of a 2xx JSON reply, for the store.
     data: Any = None
+    # For a stream: breaks the provider connection from another thread or greenlet (the client left while
+    # the provider was silent), so that the stream's own generator ends and cleans up.
+    abort: Callable[[], None] | None = None
 
 
 def passed_headers(resp: UpstreamResponse) -> dict[str, str]:

@@ -6,6 +6,7 @@ including those raised while a streamed body is being read.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import weakref
@@ -66,6 +67,15 @@ class UpstreamResponse:
 
     def close(self) -> None:
         self._resp.close()
+
+    def abort(self) -> None:
+        """Break the connection from another thread or greenlet: a read blocked on it fails at once.
+
+        close() would not wake a thread blocked in recv; shutdown does, under threads and greenlets alike.
+        """
+        # ValueError/RuntimeError: already released or closed, so nothing is blocked on it.
+        with contextlib.suppress(ValueError, RuntimeError, OSError):
+            self._resp.raw.shutdown()
 
 
 class Upstream:

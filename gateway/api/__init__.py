@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+import queue
 import re
+import select
+import socket
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from flask import Flask, Response, g, request, stream_with_context
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -85,10 +89,100 @@ def _observed(stream: Iterator[bytes], trace: Trace) -> Iterator[bytes]:
         observer.open_streams.dec()
 
 
+HEARTBEAT = b": keep-alive\n\n"
+_END = object()
+
+
+def _client_left(sock: socket.socket | None) -> bool:
+    """True when the client has closed its end (FIN received): a peek at its socket, which never blocks.
+
+    A write alone notices only on the second heartbeat: the first is accepted by the kernel, and only
+    the peer's reset to it makes the next one fail.
+    """
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
+def _heartbeats(
+    stream: Iterator[bytes],
+    interval: float,
+    abort: Callable[[], None] | None,
+    client: socket.socket | None = None,
+) -> Iterator[bytes]:
+    """``stream``, with an SSE comment after every ``interval`` seconds in which the provider said nothing.
+
+    Without it a client that leaves while the provider is silent goes unnoticed until the provider speaks
+    again (up to the read timeout), and the provider keeps generating, and billing, for nobody. A comment
+    is written, the write fails, and the provider connection is broken at once. SDKs skip comments.
+
+    The provider is read by a helper thread (a greenlet under gevent) so that the wait can time out
+    without corrupting the read; a bounded queue keeps it from running ahead of a slow client.
+    """
+    chunks: queue.Queue = queue.Queue(maxsize=64)
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for chunk in stream:
+                if stop.is_set():
+                    break
+                chunks.put(chunk)
+        except BaseException as exc:  # handed to the request's side, raised there
+            chunks.put(exc)
+        finally:
+            if stop.is_set():
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+            chunks.put(_END)
+
+    threading.Thread(target=pump, name="sse-pump", daemon=True).start()
+    finished = False
+    try:
+        while True:
+            try:
+                item = chunks.get(timeout=interval)
+            except queue.Empty:
+                if _client_left(client):
+                    return
+                yield HEARTBEAT
+                continue
+            if item is _END:
+                finished = True
+                return
+            if isinstance(item, BaseException):
+                finished = True
+                raise item
+            yield item
+    finally:
+        if not finished:
+            # The client is gone: break the provider connection, then let the pump run to its end.
+            stop.set()
+            if abort is not None:
+                abort()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    if chunks.get(timeout=max(0.0, deadline - time.monotonic())) is _END:
+                        break
+                except queue.Empty:
+                    break
+
+
 def to_response(reply: Reply, provider: str) -> Response:
     """A relay Reply -> Flask Response, SSE unbuffered all the way (nginx included)."""
     if reply.stream is not None:
-        stream = _observed(reply.stream, g.trace)
+        stream = reply.stream
+        interval = current_services().settings.stream_heartbeat_interval
+        if interval > 0:
+            # gunicorn names the client's socket in the environ; other servers rely on the write failing.
+            stream = _heartbeats(stream, interval, reply.abort, request.environ.get("gunicorn.socket"))
+        stream = _observed(stream, g.trace)
         resp = Response(stream_with_context(stream), status=reply.status, mimetype="text/event-stream")
         resp.headers["Cache-Control"] = "no-cache"
         resp.headers["X-Accel-Buffering"] = "no"

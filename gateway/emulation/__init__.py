@@ -60,7 +60,8 @@ def create(
         events = opened_events(resp)
         skeleton = build.skeleton(body, response_id, int(time.time()), previous_response_id)
         translator = StreamTranslator(skeleton)
-        return Reply(200, passed_headers(resp), stream=_events(resp, events, translator, on_final))
+        stream = _events(resp, events, translator, on_final)
+        return Reply(200, passed_headers(resp), stream=stream, abort=resp.abort)
     reply = json_reply(resp)
     if reply.data is None:  # a provider error, already in the OpenAI shape
         return reply
