@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 
-from gateway.config import Settings
+from gateway.config import Settings, runtime_path
 
 _settings = Settings.load()
 
@@ -24,6 +24,13 @@ worker_connections = _settings.worker_connections
 timeout = _settings.worker_timeout
 graceful_timeout = _settings.graceful_timeout
 keepalive = 5
+# gunicorn's default control socket is one path per user (~/.gunicorn/gunicorn.ctl): a second instance on
+# the host replaced the first one's, and stopping it deleted it. This file is read by the master, so its
+# pid names this instance.
+if _settings.control_socket == "off":
+    control_socket_disable = True
+else:
+    control_socket = _settings.control_socket or runtime_path(f"gateway-{os.getpid()}.ctl")
 # One log line per request is the gateway's own job; gunicorn's access log would repeat it.
 accesslog = None
 errorlog = "-"

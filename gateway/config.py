@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from typing import Any
@@ -37,6 +38,11 @@ class Settings:
     worker_class: str = _setting("gevent", "gunicorn worker type: `gevent` (greenlets) or `gthread` (threads)")
     worker_connections: int = _setting(1000, "requests in flight per gevent worker; each open stream holds one")
     threads: int = _setting(384, "threads per gthread worker; each open stream holds one")
+    control_socket: str = _setting(
+        "",
+        "gunicorn's control socket (for `gunicornc`); empty: one per instance, `gateway-<master pid>.ctl` in "
+        "`$XDG_RUNTIME_DIR` or the temp directory; `off`: none",
+    )
     worker_timeout: int = _setting(60, "gunicorn worker heartbeat timeout, seconds")
     graceful_timeout: int = _setting(30, "seconds open requests and streams get to finish on SIGTERM")
     max_body_bytes: int = _setting(16 * 1024 * 1024, "largest request body accepted (413 above it)")
@@ -141,6 +147,11 @@ class Settings:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             out.append((f.name, default, f.metadata["doc"]))
         return out
+
+
+def runtime_path(name: str) -> str:
+    """A per-user runtime file's path: in ``$XDG_RUNTIME_DIR`` where there is one, else the temp directory."""
+    return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir(), name)
 
 
 def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:

@@ -74,7 +74,7 @@ def send(
 ) -> UpstreamResponse:
     """One call to ``target``'s provider at ``path``: its URL, auth headers and query (unless ``params``)."""
     provider = target.provider
-    return upstream.request(
+    resp = upstream.request(
         provider.name,
         method,
         provider.url(path),
@@ -83,6 +83,8 @@ def send(
         body=body,
         timeout=timeout,
     )
+    resp.secret = target.api_key
+    return resp
 
 
 def json_reply(resp: UpstreamResponse) -> Reply:
@@ -91,6 +93,9 @@ def json_reply(resp: UpstreamResponse) -> Reply:
     Raises UpstreamError (502) for a success whose body is not a JSON object.
     """
     body = resp.read()
+    if resp.status >= 400 and resp.secret and resp.secret.encode() in body:
+        # A provider that echoes its request would hand the operator's credentials to a gateway-key caller.
+        body = body.replace(resp.secret.encode(), b"[redacted]")
     headers = passed_headers(resp)
     try:
         data = orjson.loads(body) if body else None

@@ -31,6 +31,8 @@ class UpstreamResponse:
         self.status = resp.status_code
         self.headers = resp.headers
         self._max_bytes = max_bytes
+        # The credential the call was made with, so that an error body echoing it can be redacted.
+        self.secret: str | None = None
 
     @property
     def content_type(self) -> str:

@@ -14,6 +14,7 @@ or ``metadata`` keys ``fake_<knob>`` on one create request:
   end_after      streams: end the stream cleanly but early, after this many events
   fail_first     fail this many requests (with fail_status, default 500), then answer normally
   retry_after    a Retry-After header on injected errors
+  echo_headers   injected errors quote the request's headers (credentials included), as a leaky upstream would
   endless        a 200 JSON body that never ends
 
 Run ``python -m tests.fake_provider --port 18000`` for a standalone demo provider.
@@ -308,9 +309,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(raw)
             else:
                 headers = {"Retry-After": str(knobs["retry_after"])} if "retry_after" in knobs else {}
+                message = f"Injected {status}"
+                if knobs.get("echo_headers"):
+                    # As some proxies and debugging upstreams do: the request's headers, credentials and all.
+                    message += f"; request headers: {dict(self.headers)}"
                 self._send_json(
                     status,
-                    {"error": {"message": f"Injected {status}", "type": "server_error", "param": None, "code": None}},
+                    {"error": {"message": message, "type": "server_error", "param": None, "code": None}},
                     headers,
                 )
             return True

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -11,11 +13,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import KEY, ROOT, free_port
+from tests.conftest import KEY, ROOT, Gunicorn, free_port
 
 
 @pytest.fixture
 def nginx(gateway, tmp_path):
+    yield from _nginx(gateway, tmp_path)
+
+
+def _nginx(gateway, tmp_path):
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     assert Path(binary).exists(), "nginx is required for this test (.ci/run installs it from apt)"
     port = free_port()
@@ -27,7 +33,7 @@ def nginx(gateway, tmp_path):
         f"""daemon off;
 pid {tmp_path}/nginx.pid;
 error_log {tmp_path}/error.log;
-events {{ worker_connections 256; }}
+events {{ worker_connections 2048; }}
 http {{
     access_log off;
     client_body_temp_path {tmp_path}/body;
@@ -82,3 +88,68 @@ def test_json_and_errors_pass_through_nginx(nginx):
     assert ok.status_code == 200 and ok.json()["output"][0]["content"][0]["text"] == "Echo 1: hi"
     bad = requests.post(nginx + "/v1/responses", json={"input": "hi"}, headers=headers, timeout=10)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "model"
+
+
+def _hold(url: str, count: int, half: bytes, source: str = "127.0.0.2") -> list[socket.socket]:
+    """``count`` connections from another client address that each send ``half`` of a request and then
+    say nothing more.
+    """
+    port = int(url.rsplit(":", 1)[1])
+    held = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+        sock.sendall(half)
+        held.append(sock)
+    return held
+
+
+HALF_HEADERS = b"POST /v1/responses HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+HALF_BODY = (
+    f"POST /v1/responses HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {KEY}\r\nx-portkey-provider: openai\r\n"
+    "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+).encode()
+
+
+def test_a_client_holding_many_idle_connections_does_not_delay_another(gateway_env, fake, tmp_path):
+    """Half-sent requests stay in nginx: the gateway behind it serves everyone else at once. Without
+    nginx the same connections take every gunicorn connection slot, and another client waits.
+    """
+    server = Gunicorn(gateway_env, workers=1, threads=16)
+    headers = {"Authorization": f"Bearer {KEY}", "x-portkey-provider": "openai"}
+    body = {"model": "m", "input": "hi"}
+    proxy = _nginx(server, tmp_path)
+    url = next(proxy)
+    try:
+        held = _hold(url, 300, HALF_HEADERS) + _hold(url, 300, HALF_BODY)
+        try:
+            for _ in range(5):
+                resp = requests.post(url + "/v1/responses", json=body, headers=headers, timeout=2)
+                assert resp.status_code == 200
+            # The holder itself is limited: past 256 connections with whole headers, nginx answers 429.
+            refused = 0
+            for sock in held[300:]:
+                sock.settimeout(0.05)
+                with contextlib.suppress(TimeoutError):
+                    refused += b" 429 " in sock.recv(4096)
+            assert refused >= 300 - 256
+        finally:
+            for sock in held:
+                sock.close()
+        # The same attack straight at gunicorn: its 16 connection slots are taken, the next client waits.
+        held = _hold(server.url, 40, HALF_BODY)
+        try:
+            with pytest.raises(requests.Timeout):
+                requests.post(server.url + "/v1/responses", json=body, headers=headers, timeout=2)
+        finally:
+            for sock in held:
+                sock.close()
+    finally:
+        next(proxy, None)
+        server.stop()
+
+
+def test_nginx_refusals_are_in_the_error_shape(nginx):
+    big = b"{" + b" " * (17 * 1024 * 1024) + b"}"
+    resp = requests.post(nginx + "/v1/responses", data=big, headers={"Content-Type": "application/json"}, timeout=30)
+    assert resp.status_code == 413
+    assert resp.json()["error"]["code"] == "request_too_large"
