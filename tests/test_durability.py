@@ -26,11 +26,14 @@ HEADERS = {"Authorization": f"Bearer {KEY}", "x-portkey-provider": "openai"}
 
 
 def _one(base: str, i: int) -> dict:
-    """One create, streamed for every fourth: what the client was told, and the id it was told of."""
+    """One create, streamed for every other one, on the native provider or (every third) the emulated one:
+    what the client was told, and the id it was told of.
+    """
     body = {"model": "gpt-test", "input": f"turn {i}"}
-    if i % 4 == 0:
+    headers = {**HEADERS, "x-portkey-provider": "fakechat"} if i % 3 == 1 else HEADERS
+    if i % 2 == 0:
         body["stream"] = True
-        with requests.post(f"{base}/v1/responses", json=body, headers=HEADERS, stream=True, timeout=30) as r:
+        with requests.post(f"{base}/v1/responses", json=body, headers=headers, stream=True, timeout=30) as r:
             if r.status_code != 200:
                 return {"i": i, "stream": True, "status": r.status_code, "body": r.json()}
             events = [
@@ -45,7 +48,7 @@ def _one(base: str, i: int) -> dict:
             "id": events[0]["response"]["id"],
             "last": last,
         }
-    r = requests.post(f"{base}/v1/responses", json=body, headers=HEADERS, timeout=30)
+    r = requests.post(f"{base}/v1/responses", json=body, headers=headers, timeout=30)
     out = {"i": i, "stream": False, "status": r.status_code, "body": r.json()}
     if r.status_code == 200:
         out["id"] = out["body"]["id"]
@@ -173,3 +176,33 @@ def test_sqlite_write_lock_past_the_timeout(fake, gateway_env, tmp_path):
         assert requests.get(server.url + "/readyz", timeout=10).status_code == 200
     finally:
         server.stop()
+
+
+def test_store_reads_that_fail_are_503_not_500(fake, pg_schema, pg_proxy, settings):
+    from gateway import create_app
+    from tests.conftest import close_app
+
+    url = pg_schema.replace("127.0.0.1:5432", f"127.0.0.1:{pg_proxy.port}")
+    app = create_app({**settings, "store_url": url, "store_write_timeout": 1})
+    try:
+        client = app.test_client()
+        made = client.post("/v1/responses", json={"model": "m", "input": "x"}, headers=HEADERS).json
+        pg_proxy.cut()
+        for method, path in [
+            ("GET", f"/v1/responses/{made['id']}"),
+            ("GET", f"/v1/responses/{made['id']}/input_items"),
+            ("DELETE", f"/v1/responses/{made['id']}"),
+        ]:
+            resp = client.open(path, method=method, headers=HEADERS)
+            assert resp.status_code == 503, (path, resp.json)
+            assert resp.json["error"]["code"] == "store_unavailable"
+            assert resp.headers["Retry-After"]
+        follow = {"model": "m", "input": "y", "previous_response_id": made["id"]}
+        resp = client.post("/v1/responses", json=follow, headers=HEADERS)
+        assert resp.status_code == 503 and resp.json["error"]["code"] == "store_unavailable"
+        assert client.get("/readyz").status_code == 503
+        pg_proxy.restore()
+        assert client.get(f"/v1/responses/{made['id']}", headers=HEADERS).json["id"] == made["id"]
+        assert client.get("/readyz").status_code == 200
+    finally:
+        close_app(app)
