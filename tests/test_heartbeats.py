@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import select
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
 
-from tests.conftest import KEY, Gunicorn
+from tests.conftest import KEY, ROOT, Gunicorn
 
 INTERVAL = 1.0
 CLIENTS = 50
@@ -152,6 +153,17 @@ def test_heartbeats_are_sent_on_quiet_streams_and_sdks_ignore_them(fake, gateway
         with requests.post(server.url + "/v1/responses", json=body, headers=headers, stream=True, timeout=30) as r:
             lines = list(r.iter_lines(decode_unicode=True))
         assert ": keep-alive" in lines
+        node = subprocess.run(
+            ["node", "openai_stream.mjs", server.url + "/v1", "openai", json.dumps(body)],
+            cwd=ROOT / "tests" / "node_client",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert node.returncode == 0, node.stderr
+        seen = json.loads(node.stdout)
+        assert seen["types"][-1] == "response.completed"
+        assert seen["text"].endswith("one two three four")
         client = make_sdk(server.url + "/v1")
         events = list(client.responses.create(**body))
         assert [e.type for e in events][-1] == "response.completed"
