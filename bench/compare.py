@@ -2,6 +2,7 @@
 """This gateway against a direct call and against the peer gateways, in one run on one machine.
 
     python bench/compare.py [--peers portkey,litellm] [--concurrency 1,16,64] [--streams 100,500,1000]
+                            [--rounds 3] [--against REV] [--store on|off] [--emulated]
 
 For each target (direct to the fake provider, this gateway under gunicorn with its SQLite store on, the
 Chat Completions emulation with --emulated, and the peers named): non-streaming latency and requests per
@@ -10,6 +11,10 @@ second at each concurrency (wrk, closed loop), then streams: N users arrive over
 and its terminal event, and "peak open" counts the streams open at once. CPU per
 request or stream and memory (RSS) per process come from /proc. Results: a Markdown table on stdout
 and JSON under --out. Everything runs on 127.0.0.1 and every step is bounded in time.
+
+With --rounds the targets take turns in each round and the report gives medians with their spread;
+--against REV installs that commit in a venv of its own under /tmp and measures it beside this tree, so a
+change is judged against its parent in the same run.
 
 Needs wrk (`apt-get install wrk`). The peers are installed on first use under $PEERS_DIR (default
 /tmp/gateway-peers), never in the repository: Portkey's gateway from npm (needs node), LiteLLM's proxy
@@ -27,6 +32,7 @@ import re
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -122,8 +128,27 @@ def _free_store() -> str:
     return tempfile.mkdtemp(prefix="gateway-bench-store-")
 
 
+def _against(rev: str) -> tuple[Path, str]:
+    """Another commit of this gateway, checked out and installed in a venv of its own under /tmp.
+
+    Returns its source tree and its python: the same harness then runs it as one more target.
+    """
+    sha = subprocess.run(["git", "rev-parse", rev], cwd=ROOT, capture_output=True, text=True, check=True)
+    sha = sha.stdout.strip()
+    where = Path(tempfile.gettempdir()) / "gateway-against" / sha[:12]
+    src, venv = where / "src", where / "venv"
+    if not (venv / "bin/gunicorn").exists():
+        shutil.rmtree(where, ignore_errors=True)
+        src.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", sha], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin/pip"), "install", "-q", str(src)], check=True)
+    return src, str(venv / "bin/python")
+
+
 @contextlib.contextmanager
-def gateway(emulated: bool, workers: int) -> Iterator[dict]:
+def gateway(emulated: bool, workers: int, root: Path = ROOT, python: str = sys.executable) -> Iterator[dict]:
     store = _free_store()
     env = {
         "GATEWAY_BIND": "127.0.0.1:18180",
@@ -136,10 +161,10 @@ def gateway(emulated: bool, workers: int) -> Iterator[dict]:
         env["GATEWAY_WORKERS"] = str(workers)
     proc = Process(
         "gateway",
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+        [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
         "http://127.0.0.1:18180/healthz",
         env=env,
-        cwd=ROOT,
+        cwd=root,
     )
     try:
         yield {
@@ -149,6 +174,7 @@ def gateway(emulated: bool, workers: int) -> Iterator[dict]:
                 "x-portkey-provider": "fakechat" if emulated else "openai",
             },
             "proc": proc,
+            "gateway": True,
         }
     finally:
         proc.stop()
@@ -411,6 +437,8 @@ def measure(name: str, target: dict, args) -> dict:
         if chat
         else {"model": "gpt-4o-mini", "input": message}
     )
+    if target.get("gateway") and args.store == "off":
+        body["store"] = False
     pids = (lambda: target["proc"].pids()) if target["proc"] else (lambda: [])
     result: dict = {"name": name, "nonstream": {}, "streams": {}}
     for _ in range(3):  # warm-up: imports, pools, caches; also proves the target answers
@@ -447,12 +475,52 @@ def measure(name: str, target: dict, args) -> dict:
     return result
 
 
+def median_of(rounds: list[list[dict]]) -> list[dict]:
+    """Each target's median over the rounds, field by field; ``spread`` keeps each field's (min, max)."""
+    if len(rounds) == 1:
+        return rounds[0]
+    out = []
+    for i, first in enumerate(rounds[0]):
+        runs = [r[i] for r in rounds]
+        merged: dict = {"name": first["name"], "nonstream": {}, "streams": {}, "rounds": len(runs)}
+        for part in ("nonstream", "streams"):
+            for step in first[part]:
+                values = [run[part][step] for run in runs if step in run[part]]
+                merged[part][step] = _median_fields(values)
+        if "rss_after_mb" in first:
+            merged["rss_after_mb"] = runs[-1]["rss_after_mb"]
+        out.append(merged)
+    return out
+
+
+def _median_fields(values: list[dict]) -> dict:
+    merged: dict = {"spread": {}}
+    for key in values[0]:
+        numbers = [v[key] for v in values if isinstance(v.get(key), int | float)]
+        if len(numbers) == len(values):
+            merged[key] = statistics.median(numbers)
+            merged["spread"][key] = (min(numbers), max(numbers))
+        else:
+            merged[key] = values[-1].get(key)
+    return merged
+
+
+def _spread(step: dict, key: str, fmt: str = "{:.2f}") -> str:
+    """``median (min–max)`` when there were rounds, else the value alone."""
+    low_high = step.get("spread", {}).get(key)
+    value = fmt.format(step[key])
+    if not low_high or low_high[0] == low_high[1]:
+        return value
+    return f"{value} ({fmt.format(low_high[0])}–{fmt.format(low_high[1])})"
+
+
 def report(results: list[dict], args) -> str:
     by_name = {r["name"]: r for r in results}
     lines = [
         f"{os.cpu_count()} cores; fake provider answering at once; streams of {args.deltas} deltas, "
         f"first after {args.first_ms:.0f} ms then every {args.gap_ms:.0f} ms; wrk {args.duration} s per step; "
-        f"stream users arrive at 400/s and keep streaming for {args.stream_seconds:.0f} s.",
+        f"stream users arrive at 400/s and keep streaming for {args.stream_seconds:.0f} s; gateway store "
+        f"{args.store}; medians of {args.rounds} round(s), (min–max) where they differ.",
         "",
         "| target | c | req/s | p50 ms | p99 ms | added p50 / p99 ms | CPU ms/req | failed |",
         "|---|---|---|---|---|---|---|---|",
@@ -462,17 +530,18 @@ def report(results: list[dict], args) -> str:
         """What a target's added latency is measured against: the same call made directly."""
         if r["name"].startswith("direct"):
             return None
-        return by_name.get("direct-chat" if r["name"] == "gateway-emulated" else "direct")
+        return by_name.get("direct-chat" if r["name"].endswith("emulated") else "direct")
 
     for r in results:
         direct = baseline(r)
         for c, s in r["nonstream"].items():
             d = direct["nonstream"].get(c) if direct else None
             added = f"+{s['p50'] - d['p50']:.2f} / +{s['p99'] - d['p99']:.2f}" if d else "-"
-            cpu = f"{s['cpu_ms_per_request']:.2f}" if "cpu_ms_per_request" in s else "-"
+            cpu = _spread(s, "cpu_ms_per_request") if "cpu_ms_per_request" in s else "-"
             fails = s["failed"] + (1 if s["socket_errors"] else 0)
             lines.append(
-                f"| {r['name']} | {c} | {s['rps']:.0f} | {s['p50']:.2f} | {s['p99']:.2f} | {added} | {cpu} | {fails} |"
+                f"| {r['name']} | {c} | {_spread(s, 'rps', '{:.0f}')} | {_spread(s, 'p50')} | {_spread(s, 'p99')} "
+                f"| {added} | {cpu} | {fails} |"
             )
     lines += [
         "",
@@ -489,7 +558,7 @@ def report(results: list[dict], args) -> str:
                 return "-" if v is None else f"{v:.1f}"
 
             added = f"+{s['ttft_p50'] - d['ttft_p50']:.1f}" if d and s["ttft_p50"] and d["ttft_p50"] else "-"
-            cpu = f"{s['cpu_ms_per_stream']:.2f}" if "cpu_ms_per_stream" in s else "-"
+            cpu = _spread(s, "cpu_ms_per_stream") if "cpu_ms_per_stream" in s else "-"
             lines.append(
                 f"| {r['name']} | {n} | {s['ok']} / {s['count']} | {s['peak_open']} | {f(s['ttfb_p50'])} | "
                 f"{f(s['ttft_p50'])} / {f(s['ttft_p99'])} | {added} | {cpu} |"
@@ -514,6 +583,9 @@ def main() -> None:
     parser.add_argument("--deltas", type=int, default=20)
     parser.add_argument("--first-ms", type=float, default=100)
     parser.add_argument("--gap-ms", type=float, default=100)
+    parser.add_argument("--rounds", type=int, default=1, help="rounds, targets interleaved; medians reported")
+    parser.add_argument("--against", default="", help="another commit (any git rev) measured as one more target")
+    parser.add_argument("--store", choices=("on", "off"), default="on", help="the gateway's store for each request")
     parser.add_argument("--out", default=f"/tmp/gateway-bench-{time.strftime('%Y%m%d-%H%M%S')}")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -525,8 +597,14 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     targets = [("direct", lambda: direct(False)), ("gateway", lambda: gateway(False, args.workers))]
+    if args.against:
+        src, python = _against(args.against)
+        label = f"gateway@{args.against}"
+        targets.append((label, lambda: gateway(False, args.workers, src, python)))
     if args.emulated:
         targets += [("direct-chat", lambda: direct(True)), ("gateway-emulated", lambda: gateway(True, args.workers))]
+        if args.against:
+            targets.append((f"{label}-emulated", lambda: gateway(True, args.workers, src, python)))
     known = {"portkey": portkey, "litellm": litellm}
     for peer in filter(None, args.peers.split(",")):
         if peer not in known:
@@ -549,16 +627,23 @@ def main() -> None:
         ],
         f"http://127.0.0.1:{UPSTREAM_PORT}/v1/health",
     )
-    results = []
+    rounds: list[list[dict]] = []
     try:
-        for name, start in targets:
-            print(f"{name}:", file=sys.stderr, flush=True)
-            with start() as target:
-                results.append(measure(name, target, args))
+        # Targets take turns within each round, so that drift in the machine (other load, thermal, page
+        # cache) lands on all of them alike rather than on whichever ran last.
+        for n in range(args.rounds):
+            results = []
+            for name, start in targets:
+                print(f"round {n + 1}, {name}:", file=sys.stderr, flush=True)
+                with start() as target:
+                    results.append(measure(name, target, args))
+            rounds.append(results)
     finally:
         fake.stop()
+    results = median_of(rounds)
     text = report(results, args)
     os.makedirs(args.out, exist_ok=True)
+    Path(args.out, "rounds.json").write_text(json.dumps(rounds, indent=1))
     Path(args.out, "results.json").write_text(json.dumps(results, indent=1))
     Path(args.out, "report.md").write_text(text + "\n")
     print(text)
