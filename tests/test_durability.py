@@ -10,6 +10,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -55,7 +56,24 @@ def _one(base: str, i: int) -> dict:
     return out
 
 
-def _load(base: str, outage_start: threading.Event) -> list[dict]:
+def _load(base: str, outage: Callable[[], None]) -> list[dict]:
+    """TOTAL requests at CONCURRENCY; ``outage`` runs in its own thread once OUTAGE_AT are answered."""
+    outage_start = threading.Event()
+
+    def run_outage() -> None:
+        outage_start.wait(120)
+        outage()
+
+    side = threading.Thread(target=run_outage)
+    side.start()
+    try:
+        return _requests(base, outage_start)
+    finally:
+        outage_start.set()
+        side.join()
+
+
+def _requests(base: str, outage_start: threading.Event) -> list[dict]:
     done = 0
     lock = threading.Lock()
 
@@ -114,11 +132,9 @@ def test_postgresql_outage_acknowledges_only_what_is_stored(fake, pg_schema, pg_
     url = pg_schema.replace("127.0.0.1:5432", f"127.0.0.1:{pg_proxy.port}")
     env = {**gateway_env, "GATEWAY_STORE_URL": url, "GATEWAY_STORE_WRITE_TIMEOUT": "1.5"}
     server = Gunicorn(env, workers=2, threads=64)
-    outage = threading.Event()
     ready_during: list[int] = []
 
     def cut_then_restore() -> None:
-        outage.wait(120)
         pg_proxy.cut()
         time.sleep(1)
         ready_during.append(requests.get(server.url + "/readyz", timeout=10).status_code)
@@ -126,10 +142,7 @@ def test_postgresql_outage_acknowledges_only_what_is_stored(fake, pg_schema, pg_
         pg_proxy.restore()
 
     try:
-        cutter = threading.Thread(target=cut_then_restore)
-        cutter.start()
-        results = _load(server.url, outage)
-        cutter.join()
+        results = _load(server.url, cut_then_restore)
         assert ready_during == [503]
         # Recovered without a restart: ready again, and new requests are acknowledged and stored.
         deadline = time.monotonic() + 10
@@ -152,10 +165,8 @@ def test_sqlite_write_lock_past_the_timeout(fake, gateway_env, tmp_path):
     store = tmp_path / "locked.sqlite3"
     env = {**gateway_env, "GATEWAY_STORE_URL": f"sqlite:///{store}", "GATEWAY_STORE_WRITE_TIMEOUT": "1.5"}
     server = Gunicorn(env, workers=2, threads=64)
-    outage = threading.Event()
 
     def hold_lock() -> None:
-        outage.wait(120)
         # Another process's writer, as `sqlite3 gateway.sqlite3` with an open transaction would be.
         conn = sqlite3.connect(store, isolation_level=None)
         conn.execute("BEGIN IMMEDIATE")
@@ -164,10 +175,7 @@ def test_sqlite_write_lock_past_the_timeout(fake, gateway_env, tmp_path):
         conn.close()
 
     try:
-        holder = threading.Thread(target=hold_lock)
-        holder.start()
-        results = _load(server.url, outage)
-        holder.join()
+        results = _load(server.url, hold_lock)
         results += [_one(server.url, TOTAL + i) for i in range(8)]
         counts = _check(server.url, results)
         print(f"\nSQLite write lock: {counts} of {len(results)} requests")
