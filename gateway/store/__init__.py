@@ -13,8 +13,8 @@ import random
 import secrets
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -24,7 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import StaticPool
 
 from ..errors import StoreUnavailable, UpstreamError
-from .tables import INPUT, OUTPUT, SCHEMA_VERSION, items, meta, metadata, responses
+from .tables import INPUT, OBSOLETE_INDEXES, OUTPUT, SCHEMA_VERSION, items, meta, metadata, responses
 
 log = logging.getLogger("gateway")
 T = TypeVar("T")
@@ -33,6 +33,7 @@ _UNAVAILABLE = (DBAPIError, PoolTimeout)
 # Called after every store operation with (operation, seconds, error kind or None): the metrics hook.
 Observe = Callable[[str, float, str | None], None]
 
+REFERENCE = "item_reference"  # an input item that names a stored item by its id
 # Prefixes for the ids the gateway mints for input items that arrive without one.
 _ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
 MAX_CHAIN = 10_000
@@ -43,6 +44,64 @@ _INSERT_RESPONSE = responses.insert()
 _INSERT_ITEMS = items.insert()
 _GET = sa.select(responses).where(responses.c.id == sa.bindparam("id"), responses.c.tenant == sa.bindparam("tenant"))
 _OWNER = sa.select(responses.c.tenant).where(responses.c.id == sa.bindparam("id"))
+
+
+# items_by_id: one row per id, the tenant's own first, then its output row. Ranking keys only in the
+# subquery and joining back for the body keeps the database from carrying every copy's body through the window.
+_IDS_PER_QUERY = 1000  # well under SQLite's and PostgreSQL's limits on bound parameters
+_ranked = (
+    sa.select(
+        items.c.response_id,
+        items.c.kind,
+        items.c.position,
+        responses.c.tenant,
+        responses.c.provider,
+        sa.func.row_number()
+        .over(
+            partition_by=items.c.item_id,
+            order_by=(
+                sa.case((responses.c.tenant == sa.bindparam("tenant"), 0), else_=1),
+                items.c.kind.desc(),
+                items.c.response_id,
+                items.c.position,
+            ),
+        )
+        .label("rank"),
+    )
+    .join(responses, responses.c.id == items.c.response_id)
+    .where(items.c.item_id.in_(sa.bindparam("ids", expanding=True)))
+    .subquery("ranked")
+)
+_ITEMS_BY_ID = (
+    sa.select(items.c.item_id, items.c.kind, items.c.body, _ranked.c.tenant, _ranked.c.provider)
+    .join(
+        _ranked,
+        sa.and_(
+            items.c.response_id == _ranked.c.response_id,
+            items.c.kind == _ranked.c.kind,
+            items.c.position == _ranked.c.position,
+        ),
+    )
+    .where(_ranked.c.rank == 1)
+)
+
+
+def _resendable(kind: int, body: str) -> dict:
+    """A stored item as it can be sent to a provider again: input items lose the ids and statuses the
+    gateway minted for them; output items keep theirs, as the API expects of echoed output.
+    """
+    item = orjson.loads(body)
+    if kind == INPUT:
+        item.pop("id", None)
+        item.pop("status", None)
+    return item
+
+
+class FoundItem(NamedTuple):
+    """A stored item found by its id (``Store.items_by_id``)."""
+
+    item: dict  # ready to send again (see ``_resendable``)
+    made_by: str | None  # the provider whose response output the item; None for an item only ever input
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +120,11 @@ def mint_item_id(item: dict) -> str:
 
 
 def input_items_of(request_input: Any, *, mint: bool = True) -> list[dict]:
-    """A request's ``input`` as a list of items, each with an id (minted where missing, if ``mint``)."""
+    """A request's ``input`` as a list of items, each with an id (minted where missing, if ``mint``).
+
+    An item that is nothing but an id refers to a stored item, as the API reads it: its type is
+    ``item_reference`` (whose id is never minted: it names the item it refers to).
+    """
     if request_input is None:
         return []
     if isinstance(request_input, str):
@@ -69,8 +132,8 @@ def input_items_of(request_input: Any, *, mint: bool = True) -> list[dict]:
     else:
         raw = [dict(item) for item in request_input]
     for item in raw:
-        item.setdefault("type", "message")
-        if mint and (not isinstance(item.get("id"), str) or not item["id"]):
+        item.setdefault("type", REFERENCE if item.keys() == {"id"} else "message")
+        if mint and item["type"] != REFERENCE and (not isinstance(item.get("id"), str) or not item["id"]):
             item["id"] = mint_item_id(item)
     return raw
 
@@ -209,6 +272,14 @@ class Store:
                         # Serialise concurrent start-ups: CREATE TABLE IF NOT EXISTS still races in PostgreSQL.
                         conn.execute(sa.text("SELECT pg_advisory_xact_lock(7251013)"))
                     metadata.create_all(conn)
+                    # create_all makes a table's indexes only with the table: an index added since an
+                    # existing database was made is created here. On a large PostgreSQL table, build it
+                    # beforehand with CREATE INDEX CONCURRENTLY to keep writes flowing; this then finds it.
+                    for table in metadata.sorted_tables:
+                        for index in table.indexes:
+                            index.create(conn, checkfirst=True)
+                    for name in OBSOLETE_INDEXES:
+                        conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
                     self._set_default(conn, "schema_version", str(SCHEMA_VERSION))
                 return
             except (OperationalError, ProgrammingError, IntegrityError):
@@ -449,14 +520,36 @@ class Store:
             with self.engine.connect() as conn:
                 return conn.execute(query).all()
 
-        out = []
-        for row in self._call("chain_items", read):
-            item = orjson.loads(row.body)
-            if row.kind == INPUT:
-                item.pop("id", None)
-                item.pop("status", None)
-            out.append(item)
-        return out
+        return [_resendable(row.kind, row.body) for row in self._call("chain_items", read)]
+
+    def items_by_id(self, tenant: str, item_ids: Collection[str]) -> dict[str, FoundItem | None]:
+        """The tenant's stored items with these ids, by id, from the input or output of any of its responses.
+
+        What an ``item_reference`` names. An id only other tenants hold maps to None (their items are never
+        returned); an id never stored is absent. An item stored several times (echoed or referred to again in
+        later turns) is answered from its output row, the item as the model made it, when there is one.
+        Items come in ``chain_items``' form, ready to send again: input items without the ids and statuses
+        the gateway minted. One indexed query per ``_IDS_PER_QUERY`` distinct ids.
+        """
+        wanted = sorted(set(item_ids))
+
+        def read() -> list:
+            with self.engine.connect() as conn:
+                return [
+                    row
+                    for start in range(0, len(wanted), _IDS_PER_QUERY)
+                    for row in conn.execute(
+                        _ITEMS_BY_ID, {"tenant": tenant, "ids": wanted[start : start + _IDS_PER_QUERY]}
+                    )
+                ]
+
+        rows = self._call("items_by_id", read) if wanted else []
+        return {
+            row.item_id: FoundItem(_resendable(row.kind, row.body), row.provider if row.kind == OUTPUT else None)
+            if row.tenant == tenant
+            else None
+            for row in rows
+        }
 
     def count(self) -> int:
         with self.engine.connect() as conn:

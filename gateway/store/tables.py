@@ -35,8 +35,13 @@ items = Table(
     Column("item_id", String(128), nullable=False),
     Column("body", Text, nullable=False),
 )
-# The primary key (response_id, kind, position) serves paging; this one finds an `after` cursor.
-Index("gw_items_item_id", items.c.response_id, items.c.item_id)
+# The primary key (response_id, kind, position) serves paging. This index finds items by id: an `after`
+# cursor (item_id and response_id), and the items an item_reference names (item_id alone, the owner checked
+# through gw_responses' primary key). One index for both keeps the cost of every write as it was.
+Index("gw_items_by_item_id", items.c.item_id, items.c.response_id)
+# Indexes of earlier versions, dropped by Store.migrate: gw_items_item_id (response_id, item_id) served
+# only the cursor, which the index above serves as well.
+OBSOLETE_INDEXES = ("gw_items_item_id",)
 
 meta = Table(
     "gw_meta",
