@@ -1,13 +1,19 @@
-"""Items in the shapes the API returns them: what a caller sent as input, as ``input_items`` must list it.
+"""Items in the shapes the API returns them: what a caller sent as input, as ``input_items`` must list it;
+and a turn's input with its ``item_reference`` items resolved to the stored items they name.
 
 Callers may send the short forms the API accepts (``"content": "hi"``, parts of type ``text``, items without
 ``status``); the SDKs type the items they read back strictly, so a listed item has typed content parts and
-every field its type requires.
+every field its type requires. An ``item_reference`` is never listed: the SDK types cannot read one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
+
+from .errors import InvalidRequest
+from .store import REFERENCE, FoundItem, input_items_of
 
 _INPUT_ROLES = frozenset({"user", "system", "developer"})
 # Items whose status the SDK types require; the API reports what it was given as done.
@@ -66,3 +72,78 @@ def _output_part(part: Any) -> Any:
 
 def _without(part: dict, *keys: str) -> dict:
     return {k: v for k, v in part.items() if k not in keys}
+
+
+# ------------------------------------------------------------------------------------------ references
+def references(items: list[dict]) -> dict[int, str]:
+    """The ids the ``item_reference`` items among ``items`` name, by position; raises InvalidRequest for
+    one without an id.
+    """
+    wanted = {}
+    for position, item in enumerate(items):
+        if item["type"] == REFERENCE:
+            if not isinstance(item.get("id"), str) or not item["id"]:
+                raise InvalidRequest("An item_reference needs the id of an item.", param=f"input[{position}].id")
+            wanted[position] = item["id"]
+    return wanted
+
+
+def item_not_found(position: int, item_id: str) -> InvalidRequest:
+    return InvalidRequest(f"Item with id '{item_id}' not found.", param=f"input[{position}]", code="item_not_found")
+
+
+@dataclasses.dataclass(frozen=True)
+class TurnInput:
+    """A create's input items, with the ``item_reference`` items among them resolved from the store.
+
+    ``items`` is what is recorded as the response's input items and what an emulated provider is sent:
+    each reference replaced by a copy of the item it names, under that item's id, so that ``input_items``
+    lists real items. A native provider is sent a reference as it came when it made the item itself (it
+    knows its own items), else the item. A reference the store does not hold for the caller stays as it
+    is, and ``unresolved`` names the first: only a native provider continuing its own conversation for a
+    caller with its own key is sent it (the provider may know an item the gateway never saw); everywhere
+    else it is a 400.
+    """
+
+    raw: Any  # the request's input
+    items: list[dict]
+    resolved: dict[int, FoundItem] = dataclasses.field(default_factory=dict)  # by position in the input
+    unresolved: tuple[int, str] | None = None  # (position, id)
+
+    @classmethod
+    def resolve(
+        cls, raw: Any, items: list[dict], wanted: Mapping[int, str], found: Mapping[str, FoundItem | None]
+    ) -> TurnInput:
+        """``items`` (``raw`` as items) with the references at ``wanted`` replaced by what the store
+        ``found`` (``Store.items_by_id``). Raises the 400 of an unknown id for another tenant's item.
+        """
+        items = list(items)
+        resolved, unresolved = {}, None
+        for position, item_id in wanted.items():
+            if item_id not in found:
+                unresolved = unresolved or (position, item_id)
+                continue
+            hit = found[item_id]
+            if hit is None:
+                raise item_not_found(position, item_id)
+            resolved[position] = hit
+            items[position] = {**hit.item, "id": item_id}
+        return cls(raw, items, resolved, unresolved)
+
+    def native_input(self, provider: str) -> list[dict] | None:
+        """The input for the native ``provider``, or None when the caller's input can go as it came: the
+        caller's items (without the ids the gateway minted), references to items the provider did not
+        make replaced by the items.
+        """
+        elsewhere = {p: found.item for p, found in self.resolved.items() if found.made_by != provider}
+        if not elsewhere:
+            return None
+        items = input_items_of(self.raw, mint=False)
+        for position, item in elsewhere.items():
+            items[position] = item
+        return items
+
+    def check_resolved(self) -> None:
+        """Raises the 400 for a reference the store does not hold for this caller."""
+        if self.unresolved is not None:
+            raise item_not_found(*self.unresolved)

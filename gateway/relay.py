@@ -22,7 +22,7 @@ from .errors import (
     UpstreamTimeout,
     not_found_response,
 )
-from .items import as_listed
+from .items import TurnInput, as_listed, references
 from .observe import Trace
 from .reply import Reply
 from .routing import Target
@@ -83,6 +83,25 @@ def _previous_not_found(prev_id: str) -> InvalidRequest:
     )
 
 
+def _turn_input(svc: Services, caller: Caller, request_input: Any, keep: bool) -> TurnInput:
+    """The request's input items, references resolved with one store query (none when there are none).
+
+    Raises InvalidRequest for a reference without an id, for one to another tenant's item (the same 400 as
+    for an unknown id), and for one the store does not hold for a caller whose credentials others share (a
+    gateway key): the provider could not tell whose item it is. As with ``_owned``, only a caller with its
+    own provider key may have an id the store has never seen sent on to the provider.
+    """
+    # Ids are minted only for what will be kept: `store: false` traffic mints none.
+    items = input_items_of(request_input, mint=keep)
+    wanted = references(items)
+    if not wanted:
+        return TurnInput(request_input, items)
+    turn = TurnInput.resolve(request_input, items, wanted, svc.store.items_by_id(caller.tenant, wanted.values()))
+    if caller.provider_key is None:
+        turn.check_resolved()
+    return turn
+
+
 def create(
     svc: Services, caller: Caller, headers: Mapping[str, str], body: dict, raw: bytes, trace: Trace | None = None
 ) -> tuple[Reply, Target]:
@@ -97,13 +116,12 @@ def create(
     prev_id, prev = _previous(svc, caller, body)
     targets = svc.router.targets(headers, caller)
     keep = body.get("store") is not False
-    # Ids are minted only for what will be kept: `store: false` traffic mints none.
-    new_items = input_items_of(body.get("input"), mint=keep)
+    turn = _turn_input(svc, caller, body.get("input"), keep)
 
     trace = trace or Trace(trace_id="", method="POST", path="/v1/responses")
 
     def call(target: Target) -> Reply:
-        return _create_on(svc, caller, headers, body, target, prev_id, prev, keep, new_items, trace)
+        return _create_on(svc, caller, headers, body, target, prev_id, prev, keep, turn, trace)
 
     return attempt(svc, targets, call, trace)
 
@@ -204,12 +222,14 @@ def _create_on(
     prev_id: str | None,
     prev: StoredResponse | None,
     keep: bool,
-    new_items: list[dict],
+    turn: TurnInput,
     trace: Trace,
 ) -> Reply:
     """One try of the create on one target."""
     native_call = target.provider.native
     switched = native_call and prev is not None and prev.provider != target.provider.name
+    if not native_call or switched:
+        turn.check_resolved()  # an emulated provider keeps no items, a new one never saw these
     if target.override_params:
         body = {**body, **target.override_params}
 
@@ -225,7 +245,7 @@ def _create_on(
                 provider=target.provider.name,
                 mode="native" if native_call else "emulated",
                 response=response,
-                input_items=new_items,
+                input_items=turn.items,
             )
         except StoreUnavailable:
             # Raised on to the transport: a 503 instead of the 200, or an error event instead of the
@@ -242,7 +262,7 @@ def _create_on(
             target,
             body,
             history=history,
-            new_items=new_items,
+            new_items=turn.items,
             previous_response_id=prev_id,
             on_final=record,
         )
@@ -251,12 +271,18 @@ def _create_on(
     # parsed one, never the raw bytes, in which a duplicate key could say one thing to the gateway's parser
     # (the last value wins) and another to the provider's. Re-encoding costs microseconds with orjson;
     # rejecting duplicates would need a second, slower parse of every body.
+    # References to items another provider made go as the items (see TurnInput).
+    turn_input = turn.native_input(target.provider.name)
     if switched:
         # The new provider has never seen this conversation: send it the history, not an id it cannot know.
         history = svc.store.chain_items(caller.tenant, prev.id)
+        if turn_input is None:
+            turn_input = input_items_of(body.get("input"), mint=False)
         inlined = {k: v for k, v in body.items() if k != "previous_response_id"}
-        inlined["input"] = history + input_items_of(body.get("input"), mint=False)
+        inlined["input"] = history + turn_input
         payload = orjson.dumps(inlined)
+    elif turn_input is not None:
+        payload = orjson.dumps({**body, "input": turn_input})
     else:
         payload = orjson.dumps(body)
     reply = native.create(

@@ -126,6 +126,10 @@ def _append_items(messages: list[dict], items: list[dict], param: str, offset_pa
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": _tool_output(item, where)})
         elif kind == "reasoning":
             continue  # provider-specific and not replayable over Chat Completions
+        elif kind == "item_reference":
+            # The relay replaces the references it can resolve; one left here names an item the gateway
+            # never held (a native provider's, say), which a Chat Completions provider cannot look up.
+            raise InvalidRequest(f"Item with id '{item.get('id')}' not found.", param=where, code="item_not_found")
         else:
             raise _unsupported(where, f"Input items of type '{kind}' are not available for this provider.")
 
