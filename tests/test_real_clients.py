@@ -25,7 +25,6 @@ from tests.scripted_model import MODEL, NARRATION, ScriptedModel
 NODE_CLIENT = Path(__file__).parent / "node_client"
 PROVIDERS = ["scriptchat", "scriptnative"]  # api = "chat" (emulated), api = "responses" (native)
 provider_kinds = pytest.mark.parametrize("provider", PROVIDERS)
-ITEM_1 = pytest.mark.xfail(strict=True, reason="item_reference: issue 11 item 1")
 
 TOOLS = [
     {
@@ -339,11 +338,8 @@ def test_ai_sdk_stream_text_with_parallel_tools(gateway, provider, ai):
     assert result["text"] == f"Answer to 'parallel: what is the weather and the time?': {BOTH}"
 
 
-def _needs_item_1(provider: str):
-    return [pytest.param(provider, marks=ITEM_1)] if provider == "scriptchat" else [provider]
-
-
-@pytest.mark.parametrize("provider", [p for provider in PROVIDERS for p in _needs_item_1(provider)])
+# With store on, the AI SDK refers to earlier assistant items by item_reference in these two.
+@provider_kinds
 @ai_versions
 def test_ai_sdk_text_beside_tool_calls(gateway, provider, ai):
     result = _node(gateway.url, provider, "narrate", ai)
@@ -352,7 +348,7 @@ def test_ai_sdk_text_beside_tool_calls(gateway, provider, ai):
     assert result["text"] == f"Answer to 'narrate: what is the weather and the time?': {BOTH}"
 
 
-@pytest.mark.parametrize("provider", [p for provider in PROVIDERS for p in _needs_item_1(provider)])
+@provider_kinds
 @pytest.mark.parametrize("scenario", ["multiturn", "multiturn-stream"])
 @ai_versions
 def test_ai_sdk_multi_turn_appending_response_messages(gateway, provider, scenario, ai):
