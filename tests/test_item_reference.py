@@ -299,6 +299,20 @@ def test_requests_without_references_never_look_items_up(client, statements):
     assert len([s for s in statements if "row_number" in s.lower()]) == 1
 
 
+def test_a_store_that_cannot_answer_the_lookup_is_a_503_and_nothing_is_sent(app, client, fake, monkeypatch):
+    answer = _create(client, A, input="hi")["output"][0]["id"]
+    engine = app.extensions[EXTENSION].store.engine
+
+    def down(*args, **kwargs):
+        raise sa.exc.OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(engine, "connect", down)
+    sent = len(fake.requests)
+    resp = client.post("/v1/responses", json={"model": "m", "input": [ref(answer), user("more")]}, headers=A)
+    assert resp.status_code == 503 and resp.json["error"]["code"] == "store_unavailable"
+    assert len(fake.requests) == sent
+
+
 # ------------------------------------------------------------------------------------------ the openai SDK
 @pytest.fixture
 def strict_sdk(gateway):
