@@ -191,17 +191,15 @@ def make_engine(url: str, *, timeout: float = 5.0) -> Engine:
         "keepalives_interval": 1,
         "keepalives_count": 3,
     }
-    engine = sa.create_engine(
+    # The statement timeout travels in the connection's startup options (beside any the URL gives), not in
+    # a SET after connecting: a connection that broke between the two would be left for the collector.
+    options = sa.make_url(url).query.get("options", "")
+    if isinstance(options, tuple):
+        options = " ".join(options)
+    connect_args["options"] = f"{options} -c statement_timeout={millis}".strip()
+    return sa.create_engine(
         url, pool_size=8, max_overflow=32, pool_pre_ping=True, pool_timeout=timeout, connect_args=connect_args
     )
-
-    @sa.event.listens_for(engine, "connect")
-    def _statement_timeout(dbapi_conn: Any, _record: Any) -> None:
-        with dbapi_conn.cursor() as cur:
-            cur.execute(f"SET statement_timeout = {millis}")
-        dbapi_conn.commit()
-
-    return engine
 
 
 def _kind(exc: BaseException) -> str:
