@@ -24,7 +24,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import StaticPool
 
 from ..errors import StoreUnavailable, UpstreamError
+from .conversations import ConversationStore, StoredConversation, append_in, resendable
 from .tables import INPUT, OBSOLETE_INDEXES, OUTPUT, SCHEMA_VERSION, items, meta, metadata, responses
+
+__all__ = ["ConversationStore", "StoredConversation"]
 
 log = logging.getLogger("gateway")
 T = TypeVar("T")
@@ -87,14 +90,8 @@ _ITEMS_BY_ID = (
 
 
 def _resendable(kind: int, body: str) -> dict:
-    """A stored item as it can be sent to a provider again: input items lose the ids and statuses the
-    gateway minted for them; output items keep theirs, as the API expects of echoed output.
-    """
-    item = orjson.loads(body)
-    if kind == INPUT:
-        item.pop("id", None)
-        item.pop("status", None)
-    return item
+    """A stored item, from its JSON, as it can be sent to a provider again (see ``resendable``)."""
+    return resendable(kind, orjson.loads(body))
 
 
 class FoundItem(NamedTuple):
@@ -219,6 +216,7 @@ class Store:
         self.write_timeout = write_timeout
         self.engine = make_engine(url, timeout=write_timeout)
         self._observe = observe
+        self.conversations = ConversationStore(self)
 
     def _call(self, op: str, fn: Callable[[], T], *, retry_for: float = 0.0) -> T:
         """Run ``fn``, retrying a failure with jittered backoff for up to ``retry_for`` seconds.
@@ -312,10 +310,13 @@ class Store:
         mode: str,
         response: dict,
         input_items: list[dict],
+        conversation: str | None = None,
     ) -> None:
-        """Keep a response and its items (input then output) in one transaction."""
+        """Keep a response and its items (input then output) in one transaction; with ``conversation``,
+        append the same items to that conversation in the same transaction (nothing, if it is gone).
+        """
         try:
-            return self._record(tenant, provider, mode, response, input_items)
+            return self._record(tenant, provider, mode, response, input_items, conversation)
         except orjson.JSONEncodeError:
             # Requests are held to a depth the store can write; only a provider's answer can exceed it.
             raise UpstreamError(
@@ -323,8 +324,17 @@ class Store:
                 code="upstream_invalid_response",
             ) from None
 
-    def _record(self, tenant: str, provider: str, mode: str, response: dict, input_items: list[dict]) -> None:
+    def _record(
+        self,
+        tenant: str,
+        provider: str,
+        mode: str,
+        response: dict,
+        input_items: list[dict],
+        conversation: str | None,
+    ) -> None:
         output = [item for item in response.get("output") or [] if isinstance(item, dict)]
+        turn: list[tuple[int, dict]] = []
         rows = [
             {
                 "response_id": response["id"],
@@ -337,6 +347,7 @@ class Store:
         ]
         for i, item in enumerate(output):
             item_id = item.get("id") if isinstance(item.get("id"), str) else mint_item_id(item)
+            turn.append((OUTPUT, {**item, "id": item_id}))
             rows.append(
                 {
                     "response_id": response["id"],
@@ -365,6 +376,8 @@ class Store:
                     conn.execute(_INSERT_RESPONSE, row)
                     if rows:
                         conn.execute(_INSERT_ITEMS, rows)
+                    if conversation is not None:
+                        append_in(conn, tenant, conversation, [(INPUT, i) for i in input_items] + turn, row["id"])
             except IntegrityError:
                 # A retry after a commit whose acknowledgement was lost finds its own row: that is success.
                 with self.engine.connect() as conn:
@@ -391,8 +404,13 @@ class Store:
         return bool(self._call("delete", write, retry_for=self.write_timeout))
 
     def purge(self, older_than: float, *, batch: int = 1000, progress: Callable[[int], None] | None = None) -> int:
-        """Delete responses created more than ``older_than`` seconds ago, in batches; returns how many."""
+        """Delete responses created more than ``older_than`` seconds ago, in batches; returns how many.
+
+        Conversations idle for as long (no item added, no metadata changed) go too, with their items.
+        """
         cutoff = time.time() - older_than
+        while self.conversations.purge(cutoff, batch):
+            pass
         total = 0
         while True:
             with self.engine.begin() as conn:

@@ -49,3 +49,34 @@ meta = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# Conversations (the Conversations API), the gateway's own for every provider. A conversation belongs to
+# one tenant; its items are kept in order by ``position``, which each append allocates from
+# ``next_position`` inside its own transaction: two turns that finish at once each get one contiguous block,
+# in the order their transactions commit, never interleaved.
+conversations = Table(
+    "gw_conversations",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    # Last activity (created, items added, metadata changed): retention counts from here, not from creation.
+    Column("updated_at", Float, nullable=False),
+    Column("next_position", Integer, nullable=False),
+    Column("meta", Text, nullable=False),  # the metadata object as JSON
+)
+Index("gw_conversations_updated_at", conversations.c.updated_at)
+
+conversation_items = Table(
+    "gw_conversation_items",
+    metadata,
+    Column("conversation_id", String(128), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("kind", SmallInteger, nullable=False),  # INPUT | OUTPUT: how the item is sent to a provider again
+    Column("item_id", String(128), nullable=False),
+    Column("response_id", String(128)),  # the turn that appended it; None for items added directly
+    Column("body", Text, nullable=False),
+)
+# The primary key (conversation_id, position) serves paging and the context of a turn; this index finds one
+# item (retrieve, delete, an `after` cursor) within its conversation.
+Index("gw_conversation_items_by_item_id", conversation_items.c.conversation_id, conversation_items.c.item_id)
