@@ -26,13 +26,15 @@ def create(
     stream: bool,
     client_headers: Mapping[str, str],
     on_final: Callable[[dict], None] | None = None,
+    rewrite: Callable[[dict], None] | None = None,
 ) -> Reply:
     """POST the body to the provider's /responses.
 
     The upstream call is made, and for a stream its first event read, before anything is returned: every
     failure up to then is an ordinary JSON error (and a reason to try the next target). ``on_final`` gets
     the final Response object of a stream (from its terminal event) before that event is passed on, or
-    the last one seen, marked failed, when the stream breaks.
+    the last one seen, marked failed, when the stream breaks. ``rewrite`` amends the Response object of
+    each stream event that carries one (the gateway's own fields, such as ``conversation``).
     """
     resp = send(
         upstream,
@@ -45,7 +47,7 @@ def create(
         timeout=upstream.timeout_for(target.timeout),
     )
     if stream and resp.status < 300 and resp.content_type == "text/event-stream":
-        stream = relay_events(resp, opened_events(resp), on_final)
+        stream = relay_events(resp, opened_events(resp), on_final, rewrite)
         return Reply(200, passed_headers(resp), stream=stream, abort=resp.abort)
     return json_reply(resp)
 
@@ -54,6 +56,7 @@ def relay_events(
     resp: UpstreamResponse,
     events: Iterator[sse.Event],
     on_final: Callable[[dict], None] | None = None,
+    rewrite: Callable[[dict], None] | None = None,
 ) -> Iterator[bytes]:
     """Pass each SSE event on as soon as it is complete; end a broken stream with an ``error`` event.
 
@@ -75,6 +78,9 @@ def relay_events(
                     last_seq = seq
                 if isinstance(payload.get("response"), dict):
                     latest = payload["response"]
+                    if rewrite is not None:
+                        rewrite(latest)
+                        event = event._replace(raw=sse.encode(payload))
                 kind = payload.get("type")
                 if kind in TERMINAL_EVENTS:
                     finished = True
@@ -132,6 +138,12 @@ def input_items(
 ) -> Reply:
     path = _path(response_id, "/input_items")
     return json_reply(send(upstream, target, "GET", path, client_headers, params=_params(target, query)))
+
+
+def post(upstream: Upstream, target: Target, path: str, body: bytes, client_headers: Mapping[str, str]) -> Reply:
+    """POST a JSON body to one of the provider's Responses endpoints (``/responses/compact``...)."""
+    resp = send(upstream, target, "POST", path, client_headers, body=body, timeout=upstream.timeout_for(target.timeout))
+    return json_reply(resp)
 
 
 def _params(target: Target, query: Mapping[str, Any]) -> list[tuple[str, str]]:

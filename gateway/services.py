@@ -7,6 +7,7 @@ import dataclasses
 from flask import Flask, current_app
 
 from .auth import Authenticator
+from .compaction import Sealer
 from .config import Settings
 from .observe import Observer
 from .providers import Catalogue
@@ -26,6 +27,7 @@ class Services:
     store: Store
     router: Router
     observer: Observer
+    sealer: Sealer  # seals and opens the gateway's compaction items
 
 
 def init_app(app: Flask, settings: Settings) -> Services:
@@ -57,6 +59,8 @@ def init_app(app: Flask, settings: Settings) -> Services:
         store=store,
         router=Router(catalogue, configs=settings.configs, custom_hosts=settings.custom_hosts),
         observer=observer,
+        # One key for every worker and host sharing the store, kept with the data it protects.
+        sealer=Sealer(store.secret("compaction_key")),
     )
     app.extensions[EXTENSION] = svc
     return svc

@@ -23,13 +23,17 @@ _TRACE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def init_app(app: Flask) -> None:
+    from .conversations import bp as conversations_bp
     from .health import bp as health_bp
     from .models import bp as models_bp
     from .responses import bp as responses_bp
+    from .websocket import bp as websocket_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(responses_bp)
+    app.register_blueprint(websocket_bp)
     app.register_blueprint(models_bp)
+    app.register_blueprint(conversations_bp)
 
     @app.before_request
     def _bounded_body() -> None:

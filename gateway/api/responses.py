@@ -10,8 +10,15 @@ from flask import Response, g, request
 from .. import relay
 from ..auth import Caller
 from ..errors import GatewayError, InvalidRequest
-from ..schemas import validate
-from ..schemas.responses import CreateResponseSchema, InputItemsQuerySchema, RetrieveQuerySchema, query_dict
+from ..schemas import MAX_BODY_DEPTH, check_depth, validate
+from ..schemas.responses import (
+    CompactSchema,
+    CreateResponseSchema,
+    InputItemsQuerySchema,
+    InputTokensSchema,
+    RetrieveQuerySchema,
+    query_dict,
+)
 from ..services import Services, current_services
 from . import to_response
 from .v1 import V1Blueprint
@@ -21,6 +28,8 @@ bp = V1Blueprint("responses", __name__)
 _create_schema = CreateResponseSchema()
 _retrieve_schema = RetrieveQuerySchema()
 _items_schema = InputItemsQuerySchema()
+_compact_schema = CompactSchema()
+_count_schema = InputTokensSchema()
 # Ids go into provider URL paths: no slashes, and never a bare "." or "..".
 _RESPONSE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.:-]{0,255}$")
 
@@ -94,13 +103,33 @@ def input_items(response_id: str) -> Response:
     return to_response(reply, target.provider.name)
 
 
+@bp.post("/responses/compact")
+def compact() -> Response:
+    svc = current_services()
+    body, raw = _json_body()
+    check_depth(body, raw, MAX_BODY_DEPTH)
+    validate(_compact_schema, body)
+    g.trace.model = body.get("model")
+    reply, target = relay.compact(svc, _caller(svc), request.headers, body, g.trace)
+    return to_response(reply, target.provider.name)
+
+
+@bp.post("/responses/input_tokens")
+def input_tokens() -> Response:
+    svc = current_services()
+    body, raw = _json_body()
+    check_depth(body, raw, MAX_BODY_DEPTH)
+    validate(_count_schema, body)
+    g.trace.model = body.get("model")
+    reply, target = relay.input_tokens(svc, _caller(svc), request.headers, body, g.trace)
+    return to_response(reply, target.provider.name)
+
+
 # Endpoints of the API that the gateway does not offer yet. Without their own routes the id route above
 # would answer them 405. 501 is the honest status (the request is fine; the function is missing), and
 # ``x-should-retry: false`` keeps the openai SDKs, which retry every 5xx, from asking twice more: they
 # raise at once with this message.
 _NOT_AVAILABLE = {
-    "input_tokens": "Counting input tokens (POST /v1/responses/input_tokens) is not available in this gateway.",
-    "compact": "Compacting a conversation (POST /v1/responses/compact) is not available in this gateway.",
     "cancel": "Cancelling a response (POST /v1/responses/{response_id}/cancel) is not available in this gateway: "
     "it runs no background responses.",
 }
@@ -110,18 +139,6 @@ def _not_available(what: str) -> GatewayError:
     return GatewayError(
         _NOT_AVAILABLE[what], status=501, code="unsupported_endpoint", headers={"x-should-retry": "false"}
     )
-
-
-@bp.post("/responses/input_tokens")
-def input_tokens() -> Response:
-    _caller(current_services())
-    raise _not_available("input_tokens")
-
-
-@bp.post("/responses/compact")
-def compact() -> Response:
-    _caller(current_services())
-    raise _not_available("compact")
 
 
 @bp.post("/responses/<response_id>/cancel")

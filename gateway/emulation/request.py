@@ -34,6 +34,7 @@ _HANDLED = frozenset(
         "truncation",
         "background",
         "conversation",
+        "context_management",
         "prompt",
         "service_tier",
         "prompt_cache_key",
@@ -41,7 +42,6 @@ _HANDLED = frozenset(
 )
 _UNSUPPORTED = {
     "background": "Background responses are not available for providers the gateway emulates.",
-    "conversation": "Conversations are not available for providers the gateway emulates; use previous_response_id.",
     "prompt": "Stored prompt templates are not available for providers the gateway emulates.",
 }
 

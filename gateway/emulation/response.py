@@ -54,6 +54,8 @@ def skeleton(body: dict, response_id: str, created_at: int, previous_response_id
         "usage": None,
         "user": body.get("user"),
         "metadata": body.get("metadata") or {},
+        # The relay gives the conversation as {"id": ...}; the API names it only when there is one.
+        **({"conversation": body["conversation"]} if body.get("conversation") else {}),
     }
 
 

@@ -53,6 +53,7 @@ class CreateResponseSchema(Schema):
     service_tier = f.String(**_NULLABLE)
     stream_options = f.Object(**_NULLABLE)
     prompt = f.Object(**_NULLABLE)
+    context_management = mfields.List(f.Object(), **_NULLABLE)
 
     @validates("input")
     def _input_items(self, value: Any, **kwargs: Any) -> None:
@@ -72,10 +73,42 @@ class CreateResponseSchema(Schema):
             data.get(k) for k in ("previous_response_id", "conversation", "prompt")
         ):
             raise ValidationError("Missing data for required field.", "input")
-        if data.get("previous_response_id") and data.get("conversation"):
-            raise ValidationError(
-                "previous_response_id and conversation cannot be used together.", "previous_response_id"
-            )
+        # previous_response_id with conversation is refused by the relay, with the API's code for it.
+
+
+class _ContextSchema(Schema):
+    """What compact and input_tokens share with create: a model, input and the context it continues.
+
+    Unknown fields are INCLUDEd, as for create: they reach a provider that answers these itself.
+    """
+
+    class Meta:
+        unknown = INCLUDE
+
+    input = f.Typed(str, list, **_NULLABLE)
+    instructions = f.String(**_NULLABLE)
+    previous_response_id = f.String(**_NULLABLE, validate=validate.Length(min=1, max=256))
+    conversation = f.Typed(str, dict, **_NULLABLE)
+    tools = mfields.List(f.Object(), **_NULLABLE)
+    tool_choice = f.Typed(str, dict, **_NULLABLE)
+    parallel_tool_calls = f.Boolean(**_NULLABLE)
+    text = f.Object(**_NULLABLE)
+    reasoning = f.Object(**_NULLABLE)
+
+    _input_items = CreateResponseSchema._input_items
+
+
+class CompactSchema(_ContextSchema):
+    """``POST /v1/responses/compact``."""
+
+    model = f.String(required=True, validate=validate.Length(min=1, error="must not be empty."))
+
+
+class InputTokensSchema(_ContextSchema):
+    """``POST /v1/responses/input_tokens``: every field optional, as in the API."""
+
+    model = f.String(**_NULLABLE)
+    truncation = f.String(**_NULLABLE, validate=validate.OneOf(["auto", "disabled"]))
 
 
 class _ReadQuery(Schema):

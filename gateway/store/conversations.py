@@ -215,14 +215,17 @@ class ConversationStore:
         def write(conn: sa.Connection) -> bool:
             nonlocal tries
             tries += 1
-            if tries > 1 and conn.execute(
-                sa.select(conversation_items.c.position)
-                .where(
-                    conversation_items.c.conversation_id == conversation_id,
-                    conversation_items.c.response_id == response_id,
-                )
-                .limit(1)
-            ).first():
+            if (
+                tries > 1
+                and conn.execute(
+                    sa.select(conversation_items.c.position)
+                    .where(
+                        conversation_items.c.conversation_id == conversation_id,
+                        conversation_items.c.response_id == response_id,
+                    )
+                    .limit(1)
+                ).first()
+            ):
                 return True
             return append_in(conn, tenant, conversation_id, pairs, response_id)
 

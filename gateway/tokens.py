@@ -1,0 +1,221 @@
+"""Counting a request's input tokens where the provider has no /responses/input_tokens of its own.
+
+Two ways: the provider's own counting endpoint (catalogue data: its request shape and URL), or an offline
+count with the OpenAI encodings the ``bpe-openai`` wheel ships (nothing is downloaded, ever). The offline
+count is the model's own tokenizer for OpenAI model families and an estimate for every other; both add the
+per-message framing OpenAI documents for chat models, so both are estimates of what a provider will bill.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from .errors import UpstreamError
+from .reply import Reply, json_reply
+from .routing import Target
+from .upstream import Upstream
+
+# OpenAI model families and their encodings; any other model is counted with o200k_base, as an estimate.
+_CL100K = ("gpt-4-", "gpt-4", "gpt-3.5", "text-embedding-3", "text-embedding-ada")
+_O200K = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "gpt-6", "o1", "o3", "o4", "gpt-oss", "chatgpt-4o", "computer-use")
+# Per the OpenAI cookbook for chat models: each message costs 3 tokens of framing, the reply's priming 3.
+_PER_MESSAGE = 3
+_PRIMING = 3
+_IMAGE = 85  # an image at detail "low"; higher details cost more, and only the provider knows how many
+_lock = threading.Lock()
+
+
+def encoding_for(model: str) -> tuple[str, bool]:
+    """(encoding name, whether it is the model's own) for ``model``."""
+    name = model.lower().rsplit("/", 1)[-1]  # "openai/gpt-4o" on routers
+    if name.startswith(_O200K):
+        return "o200k_base", True
+    if name.startswith(_CL100K):
+        return "cl100k_base", True
+    return "o200k_base", False
+
+
+@functools.cache
+def _encoding(name: str) -> Any:
+    # Loading an encoding takes about 0.4 s: once per process, on first use, never at import.
+    import bpe_openai
+
+    with _lock:
+        return bpe_openai.get_encoding(name)
+
+
+def _tokens(encoding: Any, text: str) -> int:
+    return len(encoding.encode(text)) if text else 0
+
+
+def count_offline(model: str, chat: dict) -> tuple[int, bool]:
+    """(input tokens, exact-tokenizer) for a Chat Completions body (``emulation.request.to_chat``'s)."""
+    name, own = encoding_for(model)
+    enc = _encoding(name)
+    total = _PRIMING
+    for message in chat["messages"]:
+        total += _PER_MESSAGE + _tokens(enc, message["role"])
+        content = message.get("content")
+        if isinstance(content, str):
+            total += _tokens(enc, content)
+        elif isinstance(content, list):
+            for part in content:
+                if part.get("type") == "text":
+                    total += _tokens(enc, part.get("text", ""))
+                elif part.get("type") == "image_url":
+                    total += _IMAGE
+                else:
+                    total += _tokens(enc, orjson.dumps(part).decode())
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") or {}
+            total += (
+                _PER_MESSAGE + _tokens(enc, function.get("name") or "") + _tokens(enc, function.get("arguments") or "")
+            )
+    if chat.get("tools"):
+        total += _tokens(enc, orjson.dumps(chat["tools"]).decode())
+    if chat.get("response_format"):
+        total += _tokens(enc, orjson.dumps(chat["response_format"]).decode())
+    return total, own
+
+
+# ------------------------------------------------------------------------------------- providers' own
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text")
+
+
+def _arguments(raw: str) -> Any:
+    try:
+        return orjson.loads(raw or "{}")
+    except orjson.JSONDecodeError:
+        return {"arguments": raw}
+
+
+def anthropic_body(chat: dict) -> dict:
+    """A Chat Completions body as Anthropic's /v1/messages/count_tokens takes it."""
+    system = [_text(m["content"]) for m in chat["messages"] if m["role"] == "system"]
+    messages: list[dict] = []
+    for m in chat["messages"]:
+        if m["role"] == "system":
+            continue
+        if m["role"] == "tool":
+            block = {"type": "tool_result", "tool_use_id": m["tool_call_id"], "content": _text(m["content"])}
+            messages.append({"role": "user", "content": [block]})
+            continue
+        blocks: list[dict] = []
+        if isinstance(m.get("content"), list):
+            for part in m["content"]:
+                if part.get("type") == "image_url":
+                    blocks.append({"type": "image", "source": {"type": "url", "url": part["image_url"]["url"]}})
+                elif part.get("type") == "text":
+                    blocks.append({"type": "text", "text": part["text"]})
+        elif m.get("content"):
+            blocks.append({"type": "text", "text": m["content"]})
+        for call in m.get("tool_calls") or []:
+            function = call["function"]
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": call["id"],
+                    "name": function["name"],
+                    "input": _arguments(function["arguments"]),
+                }
+            )
+        messages.append({"role": m["role"], "content": blocks or [{"type": "text", "text": ""}]})
+    body: dict[str, Any] = {"model": chat["model"], "messages": messages}
+    if system:
+        body["system"] = "\n\n".join(system)
+    if chat.get("tools"):
+        body["tools"] = [
+            {
+                "name": t["function"]["name"],
+                "description": t["function"].get("description", ""),
+                "input_schema": t["function"]["parameters"],
+            }
+            for t in chat["tools"]
+        ]
+    return body
+
+
+def gemini_body(chat: dict) -> dict:
+    """A Chat Completions body as Gemini's models/{model}:countTokens takes it (a generateContentRequest)."""
+    system = [_text(m["content"]) for m in chat["messages"] if m["role"] == "system"]
+    names: dict[str, str] = {}
+    contents: list[dict] = []
+    for m in chat["messages"]:
+        if m["role"] == "system":
+            continue
+        if m["role"] == "tool":
+            response = {"name": names.get(m["tool_call_id"], "tool"), "response": {"content": _text(m["content"])}}
+            contents.append({"role": "user", "parts": [{"functionResponse": response}]})
+            continue
+        parts: list[dict] = []
+        text = _text(m.get("content"))
+        if text:
+            parts.append({"text": text})
+        for call in m.get("tool_calls") or []:
+            names[call["id"]] = call["function"]["name"]
+            parts.append(
+                {"functionCall": {"name": call["function"]["name"], "args": _arguments(call["function"]["arguments"])}}
+            )
+        contents.append({"role": "model" if m["role"] == "assistant" else "user", "parts": parts or [{"text": ""}]})
+    request: dict[str, Any] = {"model": f"models/{chat['model']}", "contents": contents}
+    if system:
+        request["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
+    if chat.get("tools"):
+        request["tools"] = [
+            {
+                "functionDeclarations": [
+                    {
+                        "name": t["function"]["name"],
+                        "description": t["function"].get("description", ""),
+                        "parameters": t["function"]["parameters"],
+                    }
+                    for t in chat["tools"]
+                ]
+            }
+        ]
+    return {"generateContentRequest": request}
+
+
+# Each shape: the body, the auth headers for a key, and where the answer holds the count.
+_SHAPES = {
+    "anthropic": (anthropic_body, lambda key: {"x-api-key": key, "anthropic-version": "2023-06-01"}, "input_tokens"),
+    "gemini": (gemini_body, lambda key: {"x-goog-api-key": key}, "totalTokens"),
+}
+SHAPES = frozenset(_SHAPES)
+
+
+def count_with_provider(upstream: Upstream, target: Target, chat: dict) -> int | Reply:
+    """The count from the provider's own endpoint (``count_tokens`` of the catalogue), or its error as a Reply."""
+    provider = target.provider
+    build, auth, field = _SHAPES[provider.count_tokens or ""]
+    headers = {**provider.headers, "Content-Type": "application/json", "Accept": "application/json"}
+    if target.api_key:
+        headers.update(auth(target.api_key))
+    url = (provider.count_tokens_url or "").replace("{model}", quote(chat["model"], safe=""))
+    resp = upstream.request(
+        provider.name,
+        "POST",
+        url,
+        headers=headers,
+        body=orjson.dumps(build(chat)),
+        timeout=upstream.timeout_for(target.timeout),
+    )
+    resp.secret = target.api_key
+    reply = json_reply(resp)
+    if reply.data is None:
+        return reply
+    count = reply.data.get(field)
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise UpstreamError(
+            f"The provider '{provider.name}' answered the token count without '{field}'.",
+            code="upstream_invalid_response",
+        )
+    return count
