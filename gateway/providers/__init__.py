@@ -32,6 +32,15 @@ class Provider:
     max_tokens_param: str = "max_tokens"
     # A key the operator configured for this provider, used for gateway-key callers without their own.
     api_key: str | None = dataclasses.field(default=None, repr=False)
+    # Native providers: the Responses endpoints they have beyond create, passed through to them; for the
+    # others the gateway compacts (over Chat Completions) and counts tokens itself.
+    compact: bool = False
+    input_tokens: bool = False
+    # A token-counting endpoint of the provider's own API: its request shape ("anthropic", "gemini") and URL
+    # (``{model}`` is filled in). Used for POST /v1/responses/input_tokens where the provider has no such
+    # Responses endpoint.
+    count_tokens: str | None = None
+    count_tokens_url: str | None = None
     # Why the entry cannot be used yet (an unfilled placeholder); None when usable.
     unconfigured: str | None = None
 
