@@ -1,0 +1,387 @@
+"""WebSocket mode on /v1/responses: a client transport into the same ``relay.create`` as POST /v1/responses.
+
+A client opens one socket (``Upgrade: websocket``, the same auth and routing headers) and sends
+``{"type": "response.create", ...}`` frames, the create body's fields beside ``type``; each turn's events come
+back one JSON text frame each, in order. Turns run one after another: a ``response.create`` sent while one
+runs waits its turn (the API processes the requests of one stream FIFO). This module only converts frames
+to plain values and back; providers stay on HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import uuid
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import simple_websocket
+from flask import Response, g, request
+
+from .. import relay, sse
+from ..auth import Caller
+from ..errors import GatewayError, InvalidRequest
+from ..memory import ConnectionMemory
+from ..observe import Trace
+from ..reply import Reply
+from ..schemas import validate
+from ..schemas.responses import CreateResponseSchema
+from ..services import Services, current_services
+from . import _TRACE_ID, _observed
+from .v1 import V1Blueprint
+
+log = logging.getLogger("gateway")
+
+bp = V1Blueprint("websocket", __name__)
+
+_create_schema = CreateResponseSchema()
+
+# Fields of a response.create frame that belong to the socket, not to the create body.
+_ENVELOPE = ("type", "generate", "stream_id")
+# Client events of the API that this gateway does not offer: answered with an error event, the socket stays.
+_UNSUPPORTED = {
+    "response.steer": "Steering a running response (response.steer) is not supported by this gateway; "
+    "send the input with the next response.create.",
+}
+# RFC 6455 close codes.
+NORMAL_CLOSURE = 1000
+GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
+# Frames beyond max_body_bytes are answered with an error event, as long as they fit in this many times it;
+# a larger one closes the socket (1009, message too big): the whole frame is held in memory to be read.
+_HARD_LIMIT_FACTOR = 2
+# response.create frames waiting behind a running turn; a client that sends more is closed (1008).
+MAX_QUEUED_FRAMES = 32
+
+
+class _WholeWrites:
+    """The client's socket as simple-websocket is given it: each write whole, and one at a time.
+
+    simple-websocket writes a frame with one ``socket.send``, which under gevent may take only part of a
+    large frame; and its reader (pings, pongs, the close handshake) writes beside the turn's frames.
+    """
+
+    def __init__(self, sock: Any):
+        self._sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, data: bytes) -> int:
+        with self._lock:
+            self._sock.sendall(data)
+        return len(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _Upgraded(Response):
+    """What a view returns once its request has become a WebSocket and the socket is closed: nothing to send.
+
+    Each server ends such a request its own way (as flask-sock does it): gunicorn by a StopIteration, which
+    closes the connection without writing a response.
+    """
+
+    def __init__(self, mode: str):
+        super().__init__()
+        self.mode = mode
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        if self.mode == "gunicorn":
+            raise StopIteration()
+        if self.mode == "werkzeug":
+            return super().__call__(environ, start_response)
+        return []
+
+
+@bp.route("/responses", websocket=True)
+def responses_socket() -> Response:
+    """GET /v1/responses with ``Upgrade: websocket``. Auth and routing headers are checked before the upgrade:
+    a bad key or an unknown provider is an ordinary HTTP error, as for POST.
+    """
+    svc = current_services()
+    caller = svc.auth.caller(request.headers)
+    svc.router.targets(request.headers, caller)
+    limit = svc.settings.max_body_bytes
+    environ = dict(request.environ)
+    for key in ("werkzeug.socket", "gunicorn.socket"):
+        if key in environ:
+            environ[key] = _WholeWrites(environ[key])
+            break
+    ws = simple_websocket.Server(
+        environ,
+        max_message_size=limit * _HARD_LIMIT_FACTOR,
+        ping_interval=svc.settings.stream_heartbeat_interval or None,
+    )
+    incoming = request.headers.get("x-portkey-trace-id", "")
+    Connection(svc, caller, request.headers, ws, trace_prefix=incoming if _TRACE_ID.match(incoming) else "").run()
+    # Each turn had its own access line; the upgrade itself has none.
+    g.pop("trace", None)
+    return _Upgraded(ws.mode)
+
+
+class Connection:
+    """One socket: its caller, its memory of responses, and its turns, one at a time."""
+
+    def __init__(self, svc: Services, caller: Caller, headers: Mapping[str, str], ws: Any, *, trace_prefix: str = ""):
+        self.svc = svc
+        self.caller = caller
+        self.headers = headers
+        self.ws = ws
+        self.memory = ConnectionMemory(caller.tenant, max_bytes=svc.settings.max_body_bytes)
+        self.trace_prefix = trace_prefix
+        self.turns = 0
+        self._lock = threading.Lock()
+        self._busy = False
+        self._closed = False
+        self._draining = False
+        self._abort: Any = None  # the running turn's Reply.abort
+
+    # ------------------------------------------------------------------ the socket's life
+    def run(self) -> None:
+        """Serve frames until the client leaves, the socket idles out, or the worker shuts down."""
+        _shutdown.open.add(self)
+        threading.Thread(target=self._watch, name="websocket-watch", daemon=True).start()
+        idle = self.svc.settings.websocket_idle_timeout or None
+        try:
+            if _shutdown.draining:
+                self.drain()
+            while not self._closed:
+                message = self.ws.receive(timeout=idle)
+                if message is None:
+                    self._close(NORMAL_CLOSURE, f"idle for {idle:g} s (websocket_idle_timeout)")
+                    break
+                with self._lock:
+                    if self._closed:
+                        break
+                    self._busy = True
+                try:
+                    self._frame(message)
+                finally:
+                    with self._lock:
+                        self._busy = False
+                        draining = self._draining
+                if draining:
+                    self._close(GOING_AWAY, "the server is shutting down")
+                elif len(self.ws.input_buffer) > MAX_QUEUED_FRAMES:
+                    self._close(POLICY_VIOLATION, f"more than {MAX_QUEUED_FRAMES} frames queued")
+        except simple_websocket.ConnectionClosed:
+            pass
+        finally:
+            _shutdown.open.discard(self)
+            if self.ws.connected:
+                self._close(NORMAL_CLOSURE, "")
+            # Let the client's answer to the close frame be read before the server closes the connection.
+            self.ws.thread.join(2)
+
+    def drain(self) -> None:
+        """Shutdown: close now when idle (1001, going away); a running turn finishes first, then the same."""
+        with self._lock:
+            self._draining = True
+            if self._busy or self._closed:
+                return
+        self._close(GOING_AWAY, "the server is shutting down")
+
+    def _close(self, code: int, reason: str) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        with contextlib.suppress(simple_websocket.ConnectionClosed, OSError):  # the client may be gone
+            self.ws.close(reason=code, message=reason)
+        self.ws.event.set()  # wakes a receive() that waits for the next frame
+
+    def _watch(self) -> None:
+        """The client went away (the socket's reader ended): break the running turn's provider connection now,
+        rather than when the provider next speaks.
+        """
+        self.ws.thread.join()
+        abort = self._abort
+        if abort is not None:
+            abort()
+
+    # ------------------------------------------------------------------ frames
+    def _frame(self, message: str | bytes) -> None:
+        """One client frame: a turn's events, or one error event. Never raises for what the client sent."""
+        self.turns += 1
+        trace_id = f"{self.trace_prefix}:{self.turns}" if self.trace_prefix else uuid.uuid4().hex
+        trace = Trace(trace_id=trace_id, method="WEBSOCKET", path="/v1/responses", tenant=self.caller.tenant)
+        stream_id = None
+        try:
+            frame, raw = self._parse(message)
+            stream_id = frame.get("stream_id") if isinstance(frame.get("stream_id"), str) else None
+            self._create(frame, raw, trace, stream_id)
+        except GatewayError as err:
+            trace.status = err.status
+            trace.error = err.code or err.type
+            trace.provider = trace.provider or err.headers.get("x-portkey-provider")
+            self._send_error(err.status, err.body()["error"], err.headers, stream_id)
+        except simple_websocket.ConnectionClosed:
+            trace.status = trace.status or 499  # the client closed the connection mid-turn
+            raise
+        except Exception:
+            log.exception("unhandled error on a WebSocket turn")
+            trace.status = 500
+            trace.error = "internal_error"
+            body = {"message": "The gateway had an internal error.", "type": "server_error", "param": None}
+            self._send_error(500, {**body, "code": "internal_error"}, {}, stream_id)
+        finally:
+            self.svc.observer.finish(trace)
+
+    def _parse(self, message: str | bytes) -> tuple[dict, bytes]:
+        if isinstance(message, bytes):
+            raise InvalidRequest("Frames are JSON text; this one is binary.", code="invalid_frame")
+        raw = message.encode()
+        limit = self.svc.settings.max_body_bytes
+        if len(raw) > limit:
+            raise GatewayError(
+                f"The frame is larger than {limit} bytes, the gateway's `max_body_bytes` setting.",
+                status=413,
+                code="request_too_large",
+            )
+        try:
+            frame = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"The frame is not valid JSON ({exc.msg}).", code="invalid_json") from None
+        if not isinstance(frame, dict):
+            raise InvalidRequest("A frame must be a JSON object.", code="invalid_json")
+        kind = frame.get("type")
+        if kind == "response.create":
+            return frame, raw
+        if not isinstance(kind, str):
+            raise InvalidRequest("A frame needs a `type` string, e.g. response.create.", param="type")
+        if kind in _UNSUPPORTED:
+            raise InvalidRequest(_UNSUPPORTED[kind], param="type", code="unsupported_event")
+        raise InvalidRequest(
+            f"Unknown event type '{kind[:64]}'; this endpoint takes response.create.",
+            param="type",
+            code="unknown_event",
+        )
+
+    def _create(self, frame: dict, raw: bytes, trace: Trace, stream_id: str | None) -> None:
+        generate = frame.get("generate")
+        if generate is not None and not isinstance(generate, bool):
+            raise InvalidRequest("`generate` must be a boolean.", param="generate", code="invalid_type")
+        if "stream_id" in frame and not isinstance(frame["stream_id"], str):
+            raise InvalidRequest("`stream_id` must be a string.", param="stream_id", code="invalid_type")
+        body = {key: value for key, value in frame.items() if key not in _ENVELOPE}
+        validate(_create_schema, body)
+        if body.get("background"):
+            raise InvalidRequest(
+                "background is not supported over WebSocket; use POST /v1/responses.",
+                param="background",
+                code="unsupported_parameter",
+            )
+        body["stream"] = True  # implicit on a socket
+        trace.model, trace.stream = body.get("model"), True
+        if self.svc.observer.log_prompts:
+            trace.prompt = {"instructions": body.get("instructions"), "input": body.get("input")}
+        reply, target = relay.create(
+            self.svc, self.caller, self.headers, body, raw, trace, memory=self.memory, generate=generate is not False
+        )
+        trace.provider = target.provider.name
+        trace.status = reply.status
+        if reply.stream is not None:
+            self._events(reply, trace, stream_id)
+        elif reply.status >= 400:
+            error = _error_of(reply)
+            trace.error = error.get("code") or error.get("type")
+            self._send_error(reply.status, error, reply.headers, stream_id)
+        else:  # a provider that answered a stream request with JSON: its final Response
+            self._send(orjson.dumps({"type": "response.completed", "response": reply.data}).decode(), stream_id)
+
+    def _events(self, reply: Reply, trace: Trace, stream_id: str | None) -> None:
+        """The turn's SSE events, one text frame each; the provider connection is closed in every case."""
+        stream = reply.stream
+        events = sse.iter_events(_observed(stream, trace))
+        self._abort = reply.abort
+        try:
+            if not self.ws.connected:  # left before the turn began: the watcher found no turn to abort
+                return
+            for event in events:
+                self._send(event.data, stream_id)
+        finally:
+            self._abort = None
+            events.close()
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
+    # ------------------------------------------------------------------ sending
+    def _send(self, data: str, stream_id: str | None) -> None:
+        if stream_id is not None:
+            event = orjson.loads(data)
+            event["stream_id"] = stream_id
+            data = orjson.dumps(event).decode()
+        self.ws.send(data)
+
+    def _send_error(self, status: int, error: dict, headers: Mapping[str, str], stream_id: str | None) -> None:
+        """An ``error`` event in the error shape, with the HTTP status the same failure has over POST."""
+        event: dict[str, Any] = {"type": "error", "status": status, "error": dict(error)}
+        if headers:
+            event["error"]["headers"] = dict(headers)
+        if stream_id is not None:
+            event["stream_id"] = stream_id
+        self.ws.send(orjson.dumps(event).decode())
+
+
+def _error_of(reply: Reply) -> dict:
+    """The ``error`` object of a provider's error reply (the relay has put it in the error shape)."""
+    try:
+        data = orjson.loads(reply.body)
+    except orjson.JSONDecodeError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        return error
+    return {"message": "The provider answered with an error.", "type": "server_error", "param": None, "code": None}
+
+
+class _Shutdown:
+    """SIGTERM to a gunicorn worker: every idle socket closes at once with 1001 (going away); one whose turn
+    is running closes when the turn has finished. Clients reconnect (the openai SDKs do for 1001).
+
+    gunicorn's workers offer no hook for the start of their graceful shutdown, so the SIGTERM handler the
+    worker installed is wrapped (and still runs). Outside gunicorn (no handler installed) nothing is wrapped.
+    """
+
+    def __init__(self) -> None:
+        self.open: weakref.WeakSet[Connection] = weakref.WeakSet()
+        self.draining = False
+        self._installed = False
+
+    def install(self) -> None:
+        if self._installed or threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        if not callable(previous):
+            return
+        self._installed = True
+        # Closing sockets writes to them, which a signal handler must not do (under gevent it runs in the
+        # event loop and cannot block): it only wakes this thread.
+        begun = threading.Event()
+        threading.Thread(target=self._drain, args=(begun,), name="websocket-drain", daemon=True).start()
+
+        def on_term(signum: int, frame: Any) -> None:
+            self.draining = True
+            begun.set()
+            previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_term)
+
+    def _drain(self, begun: threading.Event) -> None:
+        begun.wait()
+        for connection in list(self.open):
+            connection.drain()
+
+
+_shutdown = _Shutdown()
+
+
+@bp.record_once
+def _on_register(state: Any) -> None:
+    # create_app runs in the worker once gunicorn has set its signal handlers.
+    _shutdown.install()
