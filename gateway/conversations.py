@@ -26,8 +26,13 @@ def _items(svc: Services, caller: Caller, raw: list[dict], param: str = "items")
     items = input_items_of(raw)
     wanted = references(items)
     if wanted:
-        turn = TurnInput.resolve(raw, items, wanted, svc.store.items_by_id(caller.tenant, wanted.values()))
-        turn.check_resolved()
+        try:
+            turn = TurnInput.resolve(raw, items, wanted, svc.store.items_by_id(caller.tenant, wanted.values()))
+            turn.check_resolved()
+        except InvalidRequest as err:  # named as in a create's input: here they are the items
+            if err.param and err.param.startswith("input"):
+                err.param = param + err.param[len("input") :]
+            raise
         items = turn.items
     compaction.expand(svc.sealer, caller.tenant, items, param)
     return items

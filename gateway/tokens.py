@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import warnings
 from typing import Any
 from urllib.parse import quote
 
@@ -43,9 +44,11 @@ def encoding_for(model: str) -> tuple[str, bool]:
 @functools.cache
 def _encoding(name: str) -> Any:
     # Loading an encoding takes about 0.4 s: once per process, on first use, never at import.
-    import bpe_openai
+    with _lock, warnings.catch_warnings():
+        # bpe-openai 0.1.4 reads its data with importlib.resources.open_binary, deprecated since Python 3.11.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import bpe_openai
 
-    with _lock:
         return bpe_openai.get_encoding(name)
 
 

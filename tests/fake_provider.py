@@ -361,6 +361,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         self._record(body)
         segments, _ = self._route()
+        if isinstance(body, dict) and self._counting(segments, body):
+            return
         if segments not in (["responses"], ["chat", "completions"]):
             return self._error(404, "Unknown path")
         if not isinstance(body, dict):
@@ -385,6 +387,48 @@ class _Handler(BaseHTTPRequestHandler):
             return self._stream(resp, items, knobs)
         self.fake.keep(resp, items)
         self._send_json(200, resp)
+
+    def _counting(self, segments: list[str], body: dict) -> bool:
+        """The compact and token-count endpoints: True when ``segments`` named one and it was answered.
+
+        Counts are the number of words in the request's JSON, whatever its shape; a compaction's item is
+        the provider's own (its encrypted_content starts ``fake-compaction:``).
+        """
+        words = len(json.dumps(body).split())
+        if segments == ["responses", "input_tokens"]:
+            self._send_json(200, {"object": "response.input_tokens", "input_tokens": words})
+        elif segments == ["messages", "count_tokens"]:
+            if not self.headers.get("x-api-key") or not self.headers.get("anthropic-version"):
+                self._error(401, "x-api-key and anthropic-version are required")
+            else:
+                self._send_json(200, {"input_tokens": words})
+        elif len(segments) == 2 and segments[0] == "models" and segments[1].endswith(":countTokens"):
+            if not self.headers.get("x-goog-api-key") or "generateContentRequest" not in body:
+                self._error(400, "x-goog-api-key and generateContentRequest are required")
+            else:
+                self._send_json(200, {"totalTokens": words})
+        elif segments == ["responses", "compact"]:
+            item = {"id": new_id("cmp"), "type": "compaction", "encrypted_content": f"fake-compaction:{words}"}
+            usage = {
+                "input_tokens": words,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": 1,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": words + 1,
+            }
+            self._send_json(
+                200,
+                {
+                    "id": new_id("resp"),
+                    "object": "response.compaction",
+                    "created_at": int(time.time()),
+                    "output": [item],
+                    "usage": usage,
+                },
+            )
+        else:
+            return False
+        return True
 
     def _stream(self, final: dict, items: list[dict], knobs: dict[str, Any]) -> None:
         message = final["output"][0]
