@@ -45,6 +45,10 @@ class Authenticator:
         self._salt = salt.encode()
         self._prefix = gateway_key_prefix
 
+    def credentials_by_key(self) -> dict[str, list[str]]:
+        """The providers each gateway key has credentials for, by key name (for the start-up checks)."""
+        return {entry.name: sorted(entry.credentials) for entry in self._keys}
+
     def caller(self, headers: Mapping[str, str]) -> Caller:
         """Raises AuthenticationError (401) when there is no key, or an unknown one where only gateway keys count."""
         key = presented_key(headers)
@@ -85,17 +89,35 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 
 
 def _parse_key(name: str, entry: Any) -> _GatewayKey:
-    if not isinstance(entry, Mapping) or not isinstance(entry.get("digest"), str):
-        raise SettingsError(f'keys.{name} needs a digest = "sha256:<hex>"')
+    """One ``[keys.NAME]`` table. Raises SettingsError naming the key at fault, unknown keys included."""
+    if not isinstance(entry, Mapping):
+        raise SettingsError("must be a table", key=f"keys.{name}")
+    _known_keys(entry, ("digest", "providers"), f"keys.{name}")
+    if not isinstance(entry.get("digest"), str):
+        raise SettingsError('is missing: give digest = "sha256:<hex>"', key=f"keys.{name}.digest")
     scheme, _, hexdigest = entry["digest"].partition(":")
     try:
         digest = bytes.fromhex(hexdigest)
     except ValueError:
         digest = b""
     if scheme != "sha256" or len(digest) != 32:
-        raise SettingsError(f'keys.{name}.digest must be "sha256:<64 hex digits>"')
+        raise SettingsError('must be "sha256:<64 hex digits>"', key=f"keys.{name}.digest")
+    providers = entry.get("providers") or {}
+    if not isinstance(providers, Mapping):
+        raise SettingsError("must be a table of [keys.NAME.providers.PROVIDER] tables", key=f"keys.{name}.providers")
     credentials = {}
-    for provider, creds in (entry.get("providers") or {}).items():
-        if isinstance(creds, Mapping) and isinstance(creds.get("api_key"), str):
-            credentials[provider] = creds["api_key"]
+    for provider, creds in providers.items():
+        where = f"keys.{name}.providers.{provider}"
+        if not isinstance(creds, Mapping):
+            raise SettingsError("must be a table with api_key", key=where)
+        _known_keys(creds, ("api_key",), where)
+        if not isinstance(creds.get("api_key"), str):
+            raise SettingsError("must be a string", key=f"{where}.api_key")
+        credentials[provider] = creds["api_key"]
     return _GatewayKey(name=name, digest=digest, credentials=credentials)
+
+
+def _known_keys(table: Mapping[str, Any], known: tuple[str, ...], where: str) -> None:
+    for key in table:
+        if key not in known:
+            raise SettingsError(f"unknown key (known keys: {', '.join(known)})", key=f"{where}.{key}")

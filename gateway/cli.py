@@ -1,16 +1,25 @@
-"""The ``gateway`` command: Flask's CLI (``gateway run``, ``gateway routes``) plus the store's maintenance."""
+"""The ``gateway`` command: ``serve`` (gunicorn), ``check-config``, Flask's ``run`` (dev server on 127.0.0.1:8787),
+and the store's maintenance (``migrate``, ``purge``).
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import sys
+from typing import Any
 
 import click
+from flask import Flask
 from flask.cli import FlaskGroup, with_appcontext
 
-from . import create_app
-from .services import current_services
+from . import __version__, create_app
+from .config import SettingsError, explain
+from .startup import EXIT_STATUS, StartupError, check
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+DEV_PORT = 8787  # Flask's own default is 5000; the gateway's port is the same whichever server runs it
 
 
 def parse_age(text: str) -> float:
@@ -21,15 +30,68 @@ def parse_age(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-@click.group(cls=FlaskGroup, create_app=lambda: create_app())
+def _app() -> Flask:
+    """The app for the commands that need one; a settings mistake is the same one line as at start-up."""
+    try:
+        return create_app()
+    except SettingsError as err:
+        click.echo(f"gateway: cannot start: {explain(err)}", err=True)
+        sys.exit(EXIT_STATUS)
+
+
+@click.group(
+    cls=FlaskGroup,
+    create_app=_app,
+    add_version_option=False,
+    context_settings={"default_map": {"run": {"port": DEV_PORT}}},
+)
+@click.version_option(__version__, prog_name="gateway", message="%(prog)s %(version)s")
 def main() -> None:
     """Manage the AI gateway."""
+
+
+@main.command(with_appcontext=False)  # AppGroup's default would build an app here, in the master
+@click.option("--bind", "-b", help="host:port to listen on (default: the `bind` setting, 127.0.0.1:8787)")
+@click.option("--port", "-p", type=click.IntRange(0, 65535), help="port to listen on, on the `bind` setting's host")
+@click.option("--workers", "-w", type=click.IntRange(1), help="worker processes (default: the `workers` setting)")
+def serve(bind: str | None, port: int | None, workers: int | None) -> None:
+    """Run the gateway under gunicorn, with gunicorn.conf.py's settings (the way to run it in production)."""
+    if bind and port is not None:
+        raise click.UsageError("give --bind or --port, not both")
+    flags = json.dumps({"bind": bind, "port": port, "workers": workers})
+    # A fresh interpreter: this one has imported Flask's CLI plugins (and with them ssl and urllib3), which
+    # gevent's workers must find unimported to patch them.
+    os.execv(sys.executable, [sys.executable, "-c", _SERVE, flags])
+
+
+_SERVE = "import json, sys; from gateway.gunicorn_config import Server; Server(**json.loads(sys.argv[1])).run()"
+
+
+@main.command("check-config", with_appcontext=False)
+@click.option("--no-store", is_flag=True, help="do not open the store (for CI without the database)")
+def check_config(no_store: bool) -> None:
+    """Check the settings, providers, keys and store as start-up does; print the effective settings.
+
+    Secrets are masked. Exit status 2 and one line naming the file, table and key at fault on a mistake.
+    """
+    from .providers import Catalogue
+
+    try:
+        settings = check(store=not no_store)
+    except StartupError as err:
+        click.echo(f"gateway: {err}", err=True)
+        sys.exit(EXIT_STATUS)
+    click.echo(f"# gateway {__version__}: the effective settings (secrets masked)")
+    click.echo(f"# providers: {', '.join(Catalogue(settings.providers).names())}")
+    click.echo(to_toml(settings.masked()), nl=False)
 
 
 @main.command()
 @with_appcontext
 def migrate() -> None:
     """Create or upgrade the store's schema (start-up does this too)."""
+    from .services import current_services
+
     svc = current_services()
     svc.store.migrate()
     click.echo(f"store schema is current ({svc.store.engine.url.render_as_string(hide_password=True)})")
@@ -40,7 +102,9 @@ def migrate() -> None:
 @click.option("--batch", default=1000, show_default=True, help="responses deleted per transaction")
 @with_appcontext
 def purge(older_than: str | None, batch: int) -> None:
-    """Delete stored responses older than an age, in batches, with a progress line."""
+    """Delete stored responses older than an age, in batches, with a progress line on a terminal."""
+    from .services import current_services
+
     svc = current_services()
     age_text = older_than or svc.settings.retention
     if not age_text:
@@ -49,5 +113,45 @@ def purge(older_than: str | None, batch: int) -> None:
         age = parse_age(age_text)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--older-than") from None
-    total = svc.store.purge(age, batch=batch, progress=lambda n: click.echo(f"\rpurged {n} responses", nl=False))
-    click.echo(f"\rpurged {total} responses older than {age_text}")
+    # A line rewritten in place (\r) only makes sense on a terminal; in a log (cron) it would read as the
+    # count twice on one line, so there only the final line is written.
+    tty = sys.stdout.isatty()
+    progress = (lambda n: click.echo(f"\rpurged {n} responses", nl=False)) if tty else None
+    total = svc.store.purge(age, batch=batch, progress=progress)
+    click.echo(f"{chr(13) if tty else ''}purged {total} responses older than {age_text}")
+
+
+def to_toml(values: dict[str, Any]) -> str:
+    """Settings as TOML: scalars first, then each table (for ``check-config``; the shapes settings have)."""
+    lines: list[str] = []
+    _toml_table(values, [], lines)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_table(table: dict[str, Any], path: list[str], lines: list[str]) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
+    if path and (scalars or not tables):
+        lines.append("")
+        lines.append(f"[{'.'.join(_toml_key(p) for p in path)}]")
+    for key, value in scalars.items():
+        lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, value in tables.items():
+        _toml_table(value, [*path, key], lines)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    # JSON's string escapes are TOML's basic-string escapes.
+    return json.dumps(str(value), ensure_ascii=False)

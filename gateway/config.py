@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 import tomllib
 from collections.abc import Mapping
@@ -20,7 +21,18 @@ WORKER_CLASSES = ("gevent", "gthread")
 
 
 class SettingsError(ValueError):
-    """A setting has a value of the wrong type or shape."""
+    """A setting is unknown, or has a value of the wrong type or shape.
+
+    ``key`` is the dotted path of the setting at fault (``providers.my-vllm.key_requird``), ``source`` the
+    layer it came from when that is known at once (the settings file, for a file that cannot be read);
+    ``explain()`` turns both into the one line an operator sees.
+    """
+
+    def __init__(self, message: str, key: str | None = None, source: str | None = None):
+        super().__init__(f"{key}: {message}" if key else message)
+        self.message = message
+        self.key = key
+        self.source = source
 
 
 def _setting(default: Any, doc: str) -> Any:
@@ -114,8 +126,7 @@ class Settings:
         values: dict[str, Any] = {}
         path = environ.get(ENV_PREFIX + "CONFIG")
         if path:
-            with open(path, "rb") as fh:
-                _merge(values, tomllib.load(fh))
+            _merge(values, _read_file(path))
         if environ.get("PROMETHEUS_MULTIPROC_DIR"):
             # prometheus_client itself is configured by this variable, so the gateway follows it.
             values["metrics_dir"] = environ["PROMETHEUS_MULTIPROC_DIR"]
@@ -127,17 +138,21 @@ class Settings:
     @classmethod
     def _build(cls, values: dict[str, Any]) -> Settings:
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
+        for name in sorted(values):
+            if name not in fields:
+                raise SettingsError("unknown setting (the README's settings table lists them all)", key=name)
         kwargs = {}
         for name, value in values.items():
             kwargs[name] = _coerce(name, value, fields[name].type)
         if kwargs.get("worker_class", "gevent") not in WORKER_CLASSES:
             raise SettingsError(
-                f"worker_class must be one of {', '.join(WORKER_CLASSES)}, not {kwargs['worker_class']!r}"
+                f"must be one of {', '.join(WORKER_CLASSES)}, not {kwargs['worker_class']!r}", key="worker_class"
             )
         return cls(**kwargs)
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting's value, secrets replaced by ``"***"`` (for ``gateway check-config``)."""
+        return {f.name: _mask(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
     def documented(cls) -> list[tuple[str, Any, str]]:
@@ -147,6 +162,62 @@ class Settings:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             out.append((f.name, default, f.metadata["doc"]))
         return out
+
+
+def explain(err: SettingsError, environ: Mapping[str, str] | None = None) -> str:
+    """One line for a settings error: where the value came from (file, table, key, or environment variable)."""
+    environ = os.environ if environ is None else environ
+    key = err.key.split(".") if err.key else []
+    source = err.source or _origin(key, environ)
+    if source.startswith(ENV_PREFIX):
+        return f"{source}: {err.message}"  # the variable's name already says the table and the key
+    if len(key) > 1:
+        return f"{source}: [{'.'.join(key[:-1])}] {key[-1]}: {err.message}"
+    if key:
+        return f"{source}: {key[0]}: {err.message}"
+    return f"{source}: {err.message}"
+
+
+def _origin(key: list[str], environ: Mapping[str, str]) -> str:
+    """The layer that set ``key`` last: an environment variable's name, the settings file's path, or neither."""
+    for name in sorted(environ, reverse=True):
+        if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG" and key:
+            path = _env_path(name)
+            if path == key[: len(path)]:
+                return name
+    path = environ.get(ENV_PREFIX + "CONFIG")
+    if path and key and key[0] in _read_file(path):
+        return path
+    return "settings"
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    """The TOML file named by GATEWAY_CONFIG. Raises SettingsError when it cannot be read or parsed."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot read the settings file named by GATEWAY_CONFIG: {exc.strerror}", source=path
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"not valid TOML: {exc}", source=path) from None
+
+
+_SECRETS = frozenset({"key_salt", "metrics_token", "api_key"})
+
+
+def _mask(name: str, value: Any) -> Any:
+    if name in _SECRETS and value:
+        return "***"
+    if name == "store_url" and isinstance(value, str):
+        # user:password@host -> user:***@host
+        return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", value)
+    if isinstance(value, dict):
+        return {k: _mask(k, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(name, v) for v in value]
+    return value
 
 
 def runtime_path(name: str) -> str:
@@ -176,9 +247,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     for key in sorted(environ):
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
             continue
-        path = key[len(ENV_PREFIX) :].lower().split("__")
-        if len(path) > 1 and path[0] in ("providers", "keys"):
-            path[1] = path[1].replace("_", "-")
+        path = _env_path(key)
         try:
             value: Any = json.loads(environ[key])
         except ValueError:
@@ -190,37 +259,47 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+def _env_path(name: str) -> list[str]:
+    """GATEWAY_PROVIDERS__MY_VLLM__BASE_URL -> ["providers", "my-vllm", "base_url"]."""
+    path = name[len(ENV_PREFIX) :].lower().split("__")
+    if len(path) > 1 and path[0] in ("providers", "keys"):
+        path[1] = path[1].replace("_", "-")
+    return path
+
+
 def _coerce(name: str, value: Any, kind: str) -> Any:
     if kind == "bool":
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             return value.lower() in ("1", "true", "yes", "on")
-        raise SettingsError(f"setting {name!r} must be true or false, not {value!r}")
+        raise SettingsError(f"must be true or false, not {value!r}", key=name)
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int | str):
-            raise SettingsError(f"setting {name!r} must be an integer, not {value!r}")
+            raise SettingsError(f"must be an integer, not {value!r}", key=name)
         try:
             return int(value)
         except ValueError:
-            raise SettingsError(f"setting {name!r} must be an integer, not {value!r}") from None
+            raise SettingsError(f"must be an integer, not {value!r}", key=name) from None
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise SettingsError(f"setting {name!r} must be a number, not {value!r}")
+            raise SettingsError(f"must be a number, not {value!r}", key=name)
         try:
             return float(value)
         except ValueError:
-            raise SettingsError(f"setting {name!r} must be a number, not {value!r}") from None
+            raise SettingsError(f"must be a number, not {value!r}", key=name) from None
     if kind == "list":
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
-            raise SettingsError(f"setting {name!r} must be a list, not {value!r}")
+            raise SettingsError(f"must be a list, not {value!r}", key=name)
         return value
     if kind == "dict":
         if not isinstance(value, dict):
-            raise SettingsError(f"setting {name!r} must be a table, not {value!r}")
+            raise SettingsError(f"must be a table, not {value!r}", key=name)
         return value
+    if isinstance(value, bool | dict | list):
+        raise SettingsError(f"must be a string, not {value!r}", key=name)
     if not isinstance(value, str):
-        return str(value)
+        return str(value)  # GATEWAY_KEY_SALT=1234 parses as JSON, and is still meant as text
     return value

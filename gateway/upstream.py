@@ -1,22 +1,30 @@
 """The only module that talks HTTP to providers: one pooled requests.Session per worker thread.
 
 Every requests/urllib3 exception is translated here into a GatewayError (timeout 504, anything else 502),
-including those raised while a streamed body is being read.
+including those raised while a streamed body is being read. ``mock://`` URLs are answered in-process by the
+built-in mock model (gateway/mock.py) through a transport adapter, so they take the same path as the rest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import socket
+import ssl
 import sys
 import threading
+import urllib.parse
 import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import requests
+import urllib3
 import urllib3.exceptions as u3
-from requests.adapters import HTTPAdapter
+from requests.adapters import BaseAdapter, HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 
+from . import mock
 from .errors import UpstreamError, UpstreamTimeout
 
 USER_AGENT = "ai-gateway/0.1"
@@ -65,7 +73,7 @@ class UpstreamResponse:
                 while data := raw.read1(65536, decode_content=True):
                     yield data
         except Exception as exc:  # urllib3 raises its own family here, not requests'
-            raise _translate(exc, self.provider) from None
+            raise _translate(exc, self.provider, self._resp.url) from None
 
     def close(self) -> None:
         self._resp.close()
@@ -134,6 +142,7 @@ class Upstream:
         adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool_size, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
+        session.mount(mock.SCHEME, _MockAdapter())
         session.headers["User-Agent"] = USER_AGENT
         with self._lock:
             self._sessions.append(session)
@@ -167,7 +176,7 @@ class Upstream:
                 prepared, stream=True, timeout=timeout or self.timeout, verify=True, cert=None, proxies=proxies
             )
         except Exception as exc:
-            raise _translate(exc, provider) from None
+            raise _translate(exc, provider, url) from None
         if resp.is_redirect:
             resp.close()
             raise UpstreamError(
@@ -190,10 +199,114 @@ def _close_all(sessions: list[requests.Session]) -> None:
     sessions.clear()
 
 
-def _translate(exc: Exception, provider: str) -> Exception:
-    """requests' and urllib3's exceptions -> the gateway's; anything else unchanged."""
+def _translate(exc: Exception, provider: str, url: str | None = None) -> Exception:
+    """requests' and urllib3's exceptions -> the gateway's, naming the kind of failure and the host; anything
+    else unchanged.
+    """
+    where = _host(url) or _host(getattr(getattr(exc, "request", None), "url", None))
+    at = f" at {where}" if where else ""
+    check = f" Check providers.{provider}.base_url in the gateway's settings, and that the host is up."
+    if isinstance(exc, requests.ConnectTimeout | u3.ConnectTimeoutError):
+        return UpstreamTimeout(f"The provider '{provider}'{at} did not accept a connection in time.{check}")
     if isinstance(exc, requests.Timeout | u3.TimeoutError):
-        return UpstreamTimeout(f"The provider '{provider}' did not answer in time.")
+        return UpstreamTimeout(f"The provider '{provider}'{at} did not answer in time.")
     if isinstance(exc, requests.ConnectionError | u3.HTTPError | requests.RequestException | OSError):
-        return UpstreamError(f"The provider '{provider}' could not be reached or broke the connection.")
+        kind = _failure_kind(exc)
+        if kind is None:
+            return UpstreamError(f"The provider '{provider}'{at} broke the connection.")
+        return UpstreamError(f"The provider '{provider}'{at} could not be reached: {kind}.{check}")
     return exc
+
+
+def _host(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        parts = urllib3.util.parse_url(url)
+    except ValueError:
+        return None
+    if not parts.host:
+        return None
+    return f"{parts.host}:{parts.port}" if parts.port else parts.host
+
+
+def _failure_kind(exc: BaseException) -> str | None:
+    """Why a connection could not be made (refused, DNS, TLS), from the chain of causes; None when it was made
+    and then broken.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        err = todo.pop()
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, u3.NameResolutionError | socket.gaierror):
+            return "its host name does not resolve (DNS)"
+        if isinstance(err, ssl.SSLError | u3.SSLError | requests.exceptions.SSLError):
+            return f"the TLS handshake failed ({_first_line(err)})"
+        if isinstance(err, ConnectionRefusedError):
+            return "the connection was refused (nothing listens on that port)"
+        if isinstance(err, u3.NewConnectionError):
+            return f"no connection could be made ({_first_line(err)})"
+        todo += [e for e in (err.__cause__, err.__context__) if e is not None]
+        todo += [a for a in getattr(err, "args", ()) if isinstance(a, BaseException)]
+        reason = getattr(err, "reason", None)
+        if isinstance(reason, BaseException):
+            todo.append(reason)
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return text[:200]
+
+
+class _MockBody(io.RawIOBase):
+    """The mock's answer as a streamed body, read the way UpstreamResponse reads a socket's."""
+
+    chunked = True
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._aborted = False
+
+    def supports_chunked_reads(self) -> bool:
+        return True
+
+    def read_chunked(self, amt: int | None = None, decode_content: bool = True) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            if self._aborted:
+                raise u3.ProtocolError("the mock stream was aborted")
+            yield chunk
+
+    def read1(self, amt: int = -1, decode_content: bool = True) -> bytes:
+        return next(self._chunks, b"")
+
+    def shutdown(self) -> None:
+        self._aborted = True
+
+    def release_conn(self) -> None:
+        pass
+
+
+class _MockAdapter(BaseAdapter):
+    """Serves ``mock://`` URLs from gateway/mock.py: no socket, the same response object as HTTP gives."""
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, **kwargs: Any) -> requests.Response:
+        path = urllib.parse.urlsplit(request.url).path
+        # The base URL's own path (/v1) is the mock's root.
+        path = path.removeprefix("/v1")
+        body = request.body.encode() if isinstance(request.body, str) else request.body
+        answer = mock.answer(request.method or "GET", path, body)
+        resp = requests.Response()
+        resp.status_code = answer.status
+        resp.headers = CaseInsensitiveDict({"Content-Type": answer.content_type})
+        resp.raw = _MockBody(answer.chunks)
+        resp.url = request.url
+        resp.request = request
+        resp.reason = "OK" if answer.status < 400 else "Error"
+        return resp
+
+    def close(self) -> None:
+        pass

@@ -8,11 +8,13 @@ import tomllib
 from importlib import resources
 from typing import Any
 
+from ..config import SettingsError
+
 API_KINDS = ("responses", "chat")
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 
-class CatalogueError(ValueError):
+class CatalogueError(SettingsError):
     """A provider entry is incomplete or malformed (a configuration mistake, found at start-up)."""
 
 
@@ -58,18 +60,36 @@ class Provider:
         return headers
 
 
+_TYPES = {"str": str, "bool": bool, "dict": dict, "str | None": str, "dict[str, str]": dict}
+# URL schemes a base_url may have: mock:// is the built-in mock model, answered in-process (gateway/mock.py).
+_SCHEMES = ("http://", "https://", "mock://")
+
+
 def _build(name: str, entry: dict[str, Any]) -> Provider:
-    fields = {f.name for f in dataclasses.fields(Provider)} - {"name", "unconfigured"}
+    """One entry -> a Provider. Raises CatalogueError naming the key at fault (``providers.NAME.KEY``)."""
+    fields = {f.name: f.type for f in dataclasses.fields(Provider) if f.name not in ("name", "unconfigured")}
+    base = entry.get("base_url")
+    placeholders = set(_PLACEHOLDER.findall(base)) if isinstance(base, str) else set()
+    # A key is a field, or fills a placeholder of the base_url (azure-openai's `resource`); anything else
+    # is a typo that would otherwise be ignored (`key_requird = false`).
+    for key in entry:
+        if key not in fields and key not in placeholders:
+            known = ", ".join(sorted({*fields, *placeholders}))
+            raise CatalogueError(f"unknown key (known keys: {known})", key=f"providers.{name}.{key}")
     known = {k: v for k, v in entry.items() if k in fields}
     extra = {k: v for k, v in entry.items() if k not in fields}
     for required in ("base_url", "api"):
         if not isinstance(known.get(required), str) or not known[required]:
-            raise CatalogueError(f"provider {name!r} needs a string {required!r}")
+            raise CatalogueError("must be a non-empty string", key=f"providers.{name}.{required}")
+    for key, value in known.items():
+        kind = _TYPES[fields[key]]
+        if not isinstance(value, kind) or (kind is dict and not all(isinstance(v, str) for v in value.values())):
+            what = {str: "a string", bool: "true or false", dict: "a table of strings"}[kind]
+            raise CatalogueError(f"must be {what}, not {value!r}", key=f"providers.{name}.{key}")
     if known["api"] not in API_KINDS:
-        raise CatalogueError(f"provider {name!r}: api must be one of {', '.join(API_KINDS)}, not {known['api']!r}")
-    for table in ("query", "headers"):
-        if not isinstance(known.get(table, {}), dict):
-            raise CatalogueError(f"provider {name!r}: {table!r} must be a table")
+        raise CatalogueError(
+            f"api must be one of {', '.join(API_KINDS)}, not {known['api']!r}", key=f"providers.{name}.api"
+        )
     base_url = known["base_url"].rstrip("/")
     missing = [p for p in _PLACEHOLDER.findall(base_url) if not isinstance(extra.get(p), str)]
     unconfigured = None
@@ -81,8 +101,8 @@ def _build(name: str, entry: dict[str, Any]) -> Provider:
         )
     else:
         base_url = _PLACEHOLDER.sub(lambda m: extra[m.group(1)], base_url)
-    if not base_url.startswith(("http://", "https://")):
-        raise CatalogueError(f"provider {name!r}: base_url must be an http(s) URL")
+    if not base_url.startswith(_SCHEMES):
+        raise CatalogueError(f"must be an http(s) URL, not {base_url!r}", key=f"providers.{name}.base_url")
     known["base_url"] = base_url
     return Provider(name=name, unconfigured=unconfigured, **known)
 
@@ -94,7 +114,7 @@ class Catalogue:
         raw = tomllib.loads(resources.files(__package__).joinpath("catalogue.toml").read_text("utf-8"))
         for name, entry in (overrides or {}).items():
             if not isinstance(entry, dict):
-                raise CatalogueError(f"providers.{name} must be a table")
+                raise CatalogueError("must be a table", key=f"providers.{name}")
             raw[name] = {**raw.get(name, {}), **entry}
         self._providers = {name: _build(name, entry) for name, entry in raw.items()}
 

@@ -1,0 +1,123 @@
+"""gunicorn's settings and hooks, taken from the gateway's own; read by gunicorn.conf.py and `gateway serve`.
+
+Everything is checked here, in the master, before any worker forks: a mistake is one line and exit status 2,
+not a traceback per worker. Command-line flags still win: gunicorn applies them after this.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any
+
+from .config import runtime_path
+from .startup import EXIT_STATUS, StartupError, check
+
+# Made once per master, kept across reloads (SIGHUP), removed when the master exits.
+_made_metrics_dir: str | None = None
+
+
+def configure() -> dict[str, Any]:
+    """gunicorn's settings as a mapping of its setting names; exits with status 2 when the gateway cannot start."""
+    global _made_metrics_dir
+    try:
+        settings = check()
+    except StartupError as err:
+        print(f"gateway: cannot start: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_STATUS) from None
+
+    out: dict[str, Any] = {
+        "bind": settings.bind,
+        # Chosen by measurement on 2 cores (README, "Benchmarks"), store on:
+        #   gevent 3 workers x 1000: 2,198 req/s at c=16, 0.79 ms CPU/req, 1,000 streams held, +4.3 ms first token
+        #   gthread 3 workers x 384: 1,708 req/s at c=16, 0.98 ms CPU/req, 1,000 streams asked, +246 ms
+        # A greenlet switch is cheaper than handing the GIL between hundreds of threads, and an open stream
+        # costs a greenlet, not an OS thread. More processes than cores keeps a core busy while one waits.
+        "workers": settings.workers or (os.cpu_count() or 1) + 1,
+        "worker_class": settings.worker_class,
+        "threads": settings.threads,
+        "worker_connections": settings.worker_connections,
+        "timeout": settings.worker_timeout,
+        "graceful_timeout": settings.graceful_timeout,
+        "keepalive": 5,
+        # One log line per request is the gateway's own job; gunicorn's access log would repeat it.
+        "accesslog": None,
+        "errorlog": "-",
+        "child_exit": child_exit,
+        "on_exit": on_exit,
+    }
+    # gunicorn's default control socket is one path per user (~/.gunicorn/gunicorn.ctl): a second instance on
+    # the host replaced the first one's, and stopping it deleted it. This runs in the master, so its pid
+    # names this instance.
+    if settings.control_socket == "off":
+        out["control_socket_disable"] = True
+    else:
+        out["control_socket"] = settings.control_socket or runtime_path(f"gateway-{os.getpid()}.ctl")
+
+    # Metrics across workers: prometheus_client's multiprocess mode keeps each worker's values in files here.
+    # The variable must be set before a worker imports prometheus_client, so it is set in the master, now,
+    # and only once the checks have passed, so that a failed start leaves nothing behind.
+    if settings.metrics_dir and settings.metrics_dir != _made_metrics_dir:
+        # Files left by an earlier run would be counted again.
+        for name in os.listdir(settings.metrics_dir):
+            os.unlink(os.path.join(settings.metrics_dir, name))
+        metrics_dir = settings.metrics_dir
+    else:
+        if _made_metrics_dir is None:
+            _made_metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        metrics_dir = _made_metrics_dir
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    return out
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker is gone: drop its live gauges (open streams) so they are not summed in forever."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+
+def on_exit(server: Any) -> None:
+    """The master is leaving (a stop, or workers that failed to boot): remove the metrics directory it made."""
+    if _made_metrics_dir is not None:
+        shutil.rmtree(_made_metrics_dir, ignore_errors=True)
+
+
+def _server_class() -> type:
+    from gunicorn.app.base import BaseApplication
+
+    class Server(BaseApplication):
+        """gunicorn run from ``gateway serve``: these settings, then the command's flags."""
+
+        def __init__(self, *, bind: str | None = None, port: int | None = None, workers: int | None = None):
+            self._flags = {"bind": bind, "port": port, "workers": workers}
+            super().__init__(prog="gateway serve")
+
+        def load_config(self) -> None:
+            # Called again on SIGHUP: the settings are read and checked anew, as gunicorn.conf.py is.
+            values = configure()
+            if self._flags["bind"]:
+                values["bind"] = self._flags["bind"]
+            elif self._flags["port"] is not None:
+                host = values["bind"].rsplit(":", 1)[0] if ":" in values["bind"] else values["bind"]
+                values["bind"] = f"{host}:{self._flags['port']}"
+            if self._flags["workers"]:
+                values["workers"] = self._flags["workers"]
+            for key, value in values.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            from . import create_app
+
+            return create_app()
+
+    return Server
+
+
+def __getattr__(name: str) -> Any:
+    # gunicorn is imported only by the command that runs it, not by everything that imports this module.
+    if name == "Server":
+        return _server_class()
+    raise AttributeError(name)

@@ -1,0 +1,171 @@
+"""Starting the gateway: one line and exit status 2 for a mistake, nothing left behind; the `gateway` command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tomllib
+
+import pytest
+import requests
+
+from gateway.config import Settings
+from gateway.startup import StartupError, check
+from tests.conftest import ROOT, free_port
+
+GATEWAY = str(ROOT / ".venv" / "bin" / "gateway")
+BAD_FILES = [
+    # (settings file, words the one line must hold)
+    ("nope = 1\n", ["gw.toml", "nope", "unknown setting"]),
+    ("workers = 'many'\n", ["gw.toml", "workers", "must be an integer"]),
+    ("worker_class = 'eventlet'\n", ["gw.toml", "worker_class", "gevent, gthread"]),
+    ("bind = [1]\n", ["gw.toml", "bind", "must be a string"]),
+    ("workers = \n", ["gw.toml", "not valid TOML", "line 1"]),
+    (
+        '[providers.my-vllm]\nbase_url = "http://127.0.0.1:9/v1"\napi = "chat"\nkey_requird = false\n',
+        ["gw.toml", "[providers.my-vllm] key_requird", "unknown key", "key_required"],
+    ),
+    ('[providers.x]\nbase_url = "ftp://h/v1"\napi = "chat"\n', ["[providers.x] base_url", "http(s) URL"]),
+    ('[providers.x]\nbase_url = "http://h/v1"\napi = "grpc"\n', ["[providers.x] api", "responses, chat"]),
+    ('[providers.x]\napi = "chat"\n', ["[providers.x] base_url", "non-empty string"]),
+    ('[providers.ollama]\nkey_required = "no"\n', ["[providers.ollama] key_required", "true or false"]),
+    ('[keys.a]\ndigest = "sha256:00"\n', ["[keys.a] digest", "64 hex digits"]),
+    ('[keys.a]\ndigets = "x"\n', ["[keys.a] digets", "unknown key", "digest, providers"]),
+    (
+        f'[keys.a]\ndigest = "sha256:{"0" * 64}"\n[keys.a.providers.openai]\napi_kye = "x"\n',
+        ["[keys.a.providers.openai] api_kye", "unknown key", "api_key"],
+    ),
+    (
+        f'[keys.a]\ndigest = "sha256:{"0" * 64}"\n[keys.a.providers.opnai]\napi_key = "x"\n',
+        ["[keys.a.providers] opnai", "unknown provider"],
+    ),
+    ('[configs.c]\nstrategy = { mode = "sideways" }\n', ["[configs.c.strategy] mode", "single, fallback, loadbalance"]),
+    ('store_url = "sqlite:////nonexistent-dir/x.sqlite3"\n', ["gw.toml", "store_url", "cannot open the store"]),
+    ('store_url = "postgresql://u:secret@127.0.0.1:1/x"\n', ["store_url", "u:***@127.0.0.1:1", "refused"]),
+]
+
+
+def _env(tmp_path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "PROMETHEUS_"))}
+    # The metrics directory a start makes goes here, so that the test sees exactly what a start leaves.
+    env["TMPDIR"] = str(tmp_path / "tmp")
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    env["GATEWAY_STORE_URL"] = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    env.update(extra)
+    return env
+
+
+@pytest.mark.parametrize(("toml", "words"), BAD_FILES, ids=[w[1] for _, w in BAD_FILES])
+def test_a_bad_settings_file_stops_gunicorn_with_one_line(tmp_path, toml, words):
+    (tmp_path / "gw.toml").write_text(toml)
+    env = _env(tmp_path, GATEWAY_CONFIG=str(tmp_path / "gw.toml"))
+    if "store_url" in toml:
+        del env["GATEWAY_STORE_URL"]
+    ran = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{free_port()}", "wsgi:app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 2, ran.stderr
+    lines = ran.stderr.splitlines()
+    assert len(lines) == 1, ran.stderr
+    assert lines[0].startswith("gateway: cannot start: ")
+    for word in words:
+        assert word in lines[0]
+    assert "secret" not in ran.stderr
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+def test_an_environment_variable_at_fault_is_named(tmp_path):
+    env = _env(tmp_path, GATEWAY_PROVIDERS__MY_VLLM__KEY_REQUIRD="false")
+    ran = subprocess.run([GATEWAY, "check-config"], env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 2
+    assert ran.stderr.strip().startswith("gateway: GATEWAY_PROVIDERS__MY_VLLM__KEY_REQUIRD: unknown key")
+
+
+def test_check_config_prints_the_effective_settings_with_secrets_masked(tmp_path):
+    env = _env(
+        tmp_path,
+        GATEWAY_METRICS_TOKEN="tok-hush-1",
+        GATEWAY_KEY_SALT="salt-hush-2",
+        GATEWAY_PROVIDERS__OPENAI__API_KEY="sk-hush-3",
+        GATEWAY_WORKERS="3",
+    )
+    ran = subprocess.run([GATEWAY, "check-config"], env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert "hush" not in ran.stdout
+    printed = tomllib.loads(ran.stdout)
+    assert printed["workers"] == 3
+    assert printed["metrics_token"] == printed["key_salt"] == printed["providers"]["openai"]["api_key"] == "***"
+    assert "mock" in ran.stdout.splitlines()[1]  # the catalogue's names
+
+
+def test_the_example_settings_file_has_every_setting_and_passes_the_checks():
+    path = ROOT / "gateway.example.toml"
+    example = tomllib.loads(path.read_text())
+    defaults = {name: default for name, default, _ in Settings.documented()}
+    assert set(example) == set(defaults), "gateway.example.toml is missing or has extra settings"
+    for name, default in defaults.items():
+        if not isinstance(default, dict):
+            assert example[name] == default, f"{name}: the example says {example[name]!r}, the default is {default!r}"
+    settings = check({"GATEWAY_CONFIG": str(path)}, store=False)
+    assert settings.providers["my-vllm"]["api"] == "chat"
+    assert "openai-then-mock" in settings.configs
+
+
+def test_check_raises_one_line_for_the_library_too():
+    with pytest.raises(StartupError, match=r"^GATEWAY_RETRY_AFTER_MAX: must be a number"):
+        check({"GATEWAY_RETRY_AFTER_MAX": "soon"}, store=False)
+
+
+def test_gateway_version_is_the_gateway_s():
+    from gateway import __version__
+
+    ran = subprocess.run([GATEWAY, "--version"], capture_output=True, text=True, timeout=30)
+    assert ran.stdout.strip() == f"gateway {__version__}"
+
+
+def test_gateway_serve_listens_on_the_port_given(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [GATEWAY, "serve", "--port", str(port), "--workers", "1"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        for _ in range(100):
+            try:
+                resp = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                subprocess.run(["sleep", "0.2"], check=True)
+        assert resp.status_code == 200
+        mock = requests.post(
+            f"http://127.0.0.1:{port}/v1/responses",
+            json={"model": "mock-1", "input": "hi"},
+            headers={"x-portkey-provider": "mock", "Authorization": "Bearer demo"},
+            timeout=10,
+        )
+        assert mock.json()["output"][0]["content"][0]["text"] == "Echo 1: hi"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert f"Listening at: http://127.0.0.1:{port}" in err.decode()
+    assert "MonkeyPatchWarning" not in err.decode()
+    assert os.listdir(tmp_path / "tmp") == []  # the metrics directory went with the master
+
+
+def test_dev_server_defaults_to_the_gateways_port():
+    from gateway.cli import main
+
+    ctx = main.make_context("gateway", ["run", "--help"], resilient_parsing=True)
+    assert ctx.default_map["run"]["port"] == 8787
