@@ -90,6 +90,9 @@ class Settings:
         "seconds of provider silence after which a stream sends an SSE comment (`: keep-alive`), so a client "
         "that left is noticed and the provider call closed; 0: never",
     )
+    websocket_idle_timeout: float = _setting(
+        300.0, "seconds a WebSocket on /v1/responses may wait for its next frame before it is closed; 0: never"
+    )
     gateway_key_prefix: str = _setting(
         "",
         "keys starting with this prefix are gateway keys only: one that matches none is 401 and is never "
