@@ -124,3 +124,76 @@ def test_any_read(fuzz_app, response_id, query, method):
     resp = client.open(f"/v1/responses/{response_id}", method=method, query_string=query, headers=H)
     _check(resp)
     assert _snapshot(app, kept["id"]) == before
+
+
+# ------------------------------------------------------------------------------------------ conversations
+CONVERSATION_FIELDS = ["items", "metadata", "include", "model", "input", "conversation", "previous_response_id"]
+conversation_bodies = st.dictionaries(
+    st.sampled_from(CONVERSATION_FIELDS) | st.text(max_size=12), json_values, max_size=5
+)
+item_lists = st.lists(
+    st.dictionaries(
+        st.sampled_from(["type", "role", "content", "id", "call_id", "output", "encrypted_content"]),
+        json_values,
+        max_size=4,
+    ),
+    max_size=4,
+)
+
+
+@SETTINGS
+@given(
+    body=conversation_bodies,
+    items=item_lists,
+    path=st.sampled_from(
+        [
+            "/v1/conversations",
+            "/v1/conversations/{conv}",
+            "/v1/conversations/{conv}/items",
+            "/v1/responses/compact",
+            "/v1/responses/input_tokens",
+        ]
+    ),
+    provider=st.sampled_from(["openai", "fakechat"]),
+)
+def test_any_body_on_the_conversation_and_context_endpoints(fuzz_app, body, items, path, provider):
+    """Never a 500, always the error shape; a conversation's items change only through what succeeded."""
+    app, _ = fuzz_app
+    client = app.test_client()
+    headers = {**H, "x-portkey-provider": provider}
+    conv = client.post(
+        "/v1/conversations", json={"items": [{"role": "user", "content": "kept"}]}, headers=headers
+    ).json["id"]
+    if "items" in body:
+        body["items"] = items
+    resp = client.post(path.replace("{conv}", conv), json=body, headers=headers)
+    _check(resp)
+    listed = client.get(f"/v1/conversations/{conv}/items?order=asc", headers=headers)
+    _check(listed)
+    if listed.status_code == 200:
+        texts = [p.get("text") for i in listed.json["data"] if i.get("type") == "message" for p in i["content"]]
+        assert texts[0] == "kept"
+        assert len(listed.json["data"]) == 1 + (
+            len(body["items"]) if path.endswith("/items") and resp.status_code == 200 else 0
+        )
+
+
+@SETTINGS
+@given(
+    conversation_id=st.text(max_size=80),
+    item_id=st.text(max_size=80),
+    query=st.dictionaries(
+        st.sampled_from(["limit", "order", "after", "include[]", "x"]), st.text(max_size=20), max_size=4
+    ),
+    method=st.sampled_from(["GET", "DELETE", "POST", "PUT"]),
+)
+def test_any_conversation_read(fuzz_app, conversation_id, item_id, query, method):
+    app, _ = fuzz_app
+    client = app.test_client()
+    conv, item = quote(conversation_id, safe=""), quote(item_id, safe="")
+    for path in (
+        f"/v1/conversations/{conv}",
+        f"/v1/conversations/{conv}/items",
+        f"/v1/conversations/{conv}/items/{item}",
+    ):
+        _check(client.open(path, method=method, query_string=query, headers=H))

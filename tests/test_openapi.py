@@ -33,6 +33,12 @@ def test_openapi_describes_every_endpoint(api_app):
         "/v1/responses",
         "/v1/responses/{response_id}",
         "/v1/responses/{response_id}/input_items",
+        "/v1/responses/compact",
+        "/v1/responses/input_tokens",
+        "/v1/conversations",
+        "/v1/conversations/{conversation_id}",
+        "/v1/conversations/{conversation_id}/items",
+        "/v1/conversations/{conversation_id}/items/{item_id}",
         "/healthz",
     }
     create = spec["components"]["schemas"]["CreateResponse"]

@@ -13,12 +13,20 @@ from .responses import InputItemsQuerySchema, _ReadQuery
 MAX_ITEMS = 20
 
 
+class _Metadata(mfields.Dict):
+    """Up to 16 string pairs: keys up to 64 characters, values up to 512, as the API allows."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, dict) and len(value) > 16:
+            raise ValidationError("at most 16 key-value pairs.")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 def _metadata(**kwargs: Any) -> mfields.Dict:
-    return mfields.Dict(
+    return _Metadata(
         keys=f.String(validate=validate.Length(max=64)),
         values=f.String(validate=validate.Length(max=512)),
         allow_none=True,
-        validate=validate.Length(max=16, error="at most 16 key-value pairs."),
         **kwargs,
     )
 

@@ -10,8 +10,21 @@ from marshmallow import Schema, validate
 from marshmallow import fields as mfields
 
 from .config import ConfigSchema
+from .conversations import (
+    AddItemsSchema,
+    CreateConversationSchema,
+    ItemQuerySchema,
+    ItemsQuerySchema,
+    UpdateConversationSchema,
+)
 from .fields import Typed
-from .responses import CreateResponseSchema, InputItemsQuerySchema, RetrieveQuerySchema
+from .responses import (
+    CompactSchema,
+    CreateResponseSchema,
+    InputItemsQuerySchema,
+    InputTokensSchema,
+    RetrieveQuerySchema,
+)
 
 _JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array", dict: "object"}
 
@@ -66,6 +79,10 @@ _HEADERS = [
 ]
 _RESPONSE_ID = {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_CONVERSATION_ID = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_ITEM_ID = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}}
+# The Conversations endpoints ask no provider: only the key matters.
+_KEY_HEADERS = [h for h in _HEADERS if h["name"] in ("x-portkey-api-key", "x-portkey-trace-id")]
 _ERROR = {"description": "Error, in the OpenAI shape", "content": {"application/json": {"schema": "Error"}}}
 _OBJECT = {"content": {"application/json": {"schema": {"type": "object"}}}}
 
@@ -84,6 +101,11 @@ def build_spec(version: str) -> dict:
     spec.components.schema("Error", schema=ErrorSchema)
     spec.components.schema("CreateResponse", schema=CreateResponseSchema)
     spec.components.schema("RoutingConfig", schema=ConfigSchema)
+    spec.components.schema("CompactResponse", schema=CompactSchema)
+    spec.components.schema("CountInputTokens", schema=InputTokensSchema)
+    spec.components.schema("CreateConversation", schema=CreateConversationSchema)
+    spec.components.schema("UpdateConversation", schema=UpdateConversationSchema)
+    spec.components.schema("AddConversationItems", schema=AddItemsSchema)
     security = [{"bearer": []}]
     errors = {"default": _ERROR}
     spec.path(
@@ -133,6 +155,94 @@ def build_spec(version: str) -> dict:
                 "parameters": [_RESPONSE_ID, *_HEADERS, {"in": "query", "schema": InputItemsQuerySchema}],
                 "responses": {"200": {"description": "A list page", **_OBJECT}, **errors},
             }
+        },
+    )
+    for path, name, summary, what in (
+        ("/v1/responses/compact", "CompactResponse", "Compact a context", "A response.compaction object"),
+        ("/v1/responses/input_tokens", "CountInputTokens", "Count input tokens", "A response.input_tokens object"),
+    ):
+        spec.path(
+            path=path,
+            operations={
+                "post": {
+                    "summary": summary,
+                    "security": security,
+                    "parameters": _HEADERS,
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": name}}},
+                    "responses": {"200": {"description": what, **_OBJECT}, **errors},
+                }
+            },
+        )
+    conversation = {"description": "The Conversation object", **_OBJECT}
+    spec.path(
+        path="/v1/conversations",
+        operations={
+            "post": {
+                "summary": "Create a conversation",
+                "security": security,
+                "parameters": _KEY_HEADERS,
+                "requestBody": {"content": {"application/json": {"schema": "CreateConversation"}}},
+                "responses": {"200": conversation, **errors},
+            }
+        },
+    )
+    spec.path(
+        path="/v1/conversations/{conversation_id}",
+        operations={
+            "get": {
+                "summary": "Retrieve a conversation",
+                "security": security,
+                "parameters": [_CONVERSATION_ID, *_KEY_HEADERS],
+                "responses": {"200": conversation, **errors},
+            },
+            "post": {
+                "summary": "Update a conversation's metadata",
+                "security": security,
+                "parameters": [_CONVERSATION_ID, *_KEY_HEADERS],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": "UpdateConversation"}}},
+                "responses": {"200": conversation, **errors},
+            },
+            "delete": {
+                "summary": "Delete a conversation and its items",
+                "security": security,
+                "parameters": [_CONVERSATION_ID, *_KEY_HEADERS],
+                "responses": {"200": {"description": "{id, object, deleted: true}", **_OBJECT}, **errors},
+            },
+        },
+    )
+    spec.path(
+        path="/v1/conversations/{conversation_id}/items",
+        operations={
+            "get": {
+                "summary": "List a conversation's items",
+                "security": security,
+                "parameters": [_CONVERSATION_ID, *_KEY_HEADERS, {"in": "query", "schema": ItemsQuerySchema}],
+                "responses": {"200": {"description": "A list page", **_OBJECT}, **errors},
+            },
+            "post": {
+                "summary": "Add items to a conversation",
+                "security": security,
+                "parameters": [_CONVERSATION_ID, *_KEY_HEADERS, {"in": "query", "schema": ItemQuerySchema}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": "AddConversationItems"}}},
+                "responses": {"200": {"description": "The items added, as a list page", **_OBJECT}, **errors},
+            },
+        },
+    )
+    spec.path(
+        path="/v1/conversations/{conversation_id}/items/{item_id}",
+        operations={
+            "get": {
+                "summary": "Retrieve an item of a conversation",
+                "security": security,
+                "parameters": [_CONVERSATION_ID, _ITEM_ID, *_KEY_HEADERS, {"in": "query", "schema": ItemQuerySchema}],
+                "responses": {"200": {"description": "The item", **_OBJECT}, **errors},
+            },
+            "delete": {
+                "summary": "Delete an item of a conversation",
+                "security": security,
+                "parameters": [_CONVERSATION_ID, _ITEM_ID, *_KEY_HEADERS],
+                "responses": {"200": conversation, **errors},
+            },
         },
     )
     spec.path(
