@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Store benchmark: GET by id and one input_items page among N stored responses, and a chain walk of
-1,000 turns, on SQLite and PostgreSQL. Bounded: fixed row and operation counts.
+1,000 turns; a conversation of 1,000 turns (appending a turn, listing a page) with the conversation tables
+nearly empty and again beside N other conversation items; on SQLite and PostgreSQL. Bounded: fixed row and
+operation counts.
 
     python bench/store.py [--rows 1000000] [--backends sqlite,postgresql]
         [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
@@ -25,7 +27,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.store import Store, input_items_of
-from gateway.store.tables import INPUT, OUTPUT, items, responses
+from gateway.store.tables import INPUT, OUTPUT, conversation_items, conversations, items, responses
 
 BATCH = 5000
 
@@ -93,6 +95,69 @@ def chain(store: Store, turns: int) -> str:
     return prev
 
 
+def fill_conversations(store: Store, rows: int) -> None:
+    """rows conversation items across rows / 10 conversations of 1,000 tenants: the table around the one measured."""
+    item = orjson.dumps({"type": "message", "role": "user", "content": "hello there"}).decode()
+    now = time.time()
+    for start in range(0, rows // 10, BATCH // 10):
+        conv_rows, item_rows = [], []
+        for n in range(start, min(rows // 10, start + BATCH // 10)):
+            cid = f"conv_fill_{n:012d}"
+            conv_rows.append(
+                {
+                    "id": cid,
+                    "tenant": f"t{n % 1000}",
+                    "created_at": now,
+                    "updated_at": now,
+                    "next_position": 10,
+                    "meta": "{}",
+                }
+            )
+            item_rows += [
+                {"conversation_id": cid, "position": p, "kind": INPUT, "item_id": f"msg_{n}_{p}", "body": item}
+                for p in range(10)
+            ]
+        with store.engine.begin() as conn:
+            conn.execute(conversations.insert(), conv_rows)
+            conn.execute(conversation_items.insert(), item_rows)
+
+
+def conversation(store: Store, name: str, table_rows: int) -> None:
+    """A conversation of 1,000 turns, each recorded with its conversation; then its pages, read."""
+    conv = store.conversations.create("t-conv", {}, [])
+    appends = []
+    for i in range(1000):
+        response = {
+            "id": f"resp_conv_{uuid.uuid4().hex}",
+            "status": "completed",
+            "output": [{"type": "message", "id": f"msg_{uuid.uuid4().hex}", "role": "assistant", "content": []}],
+        }
+        t0 = time.perf_counter()
+        store.record(
+            tenant="t-conv",
+            provider="openai",
+            mode="emulated",
+            response=response,
+            input_items=input_items_of(f"turn {i}"),
+            conversation=conv.id,
+        )
+        appends.append((time.perf_counter() - t0) * 1000)
+    for label, part in (("turns 1-100", appends[:100]), ("turns 901-1,000", appends[900:])):
+        part = sorted(part)
+        print(
+            f"| {name} | append a turn to a conversation, {label} | {table_rows:,} | "
+            f"{statistics.median(part):.3f} | {part[int(0.99 * len(part)) - 1]:.3f} |",
+            flush=True,
+        )
+    middle = store.conversations.list_items("t-conv", conv.id, limit=100, order="asc")[0][-1]["id"]
+    for label, kwargs in (
+        ("newest page (20)", {}),
+        ("page after an item, 1,000 turns in", {"order": "asc", "after": middle}),
+    ):
+        p50, p99 = timed(lambda kw=kwargs: store.conversations.list_items("t-conv", conv.id, **kw), 1000)
+        print(f"| {name} | conversation items: {label} | {table_rows:,} | {p50:.3f} | {p99:.3f} |", flush=True)
+
+
 def timed(fn, count: int) -> tuple[float, float]:
     samples = []
     for _ in range(count):
@@ -106,7 +171,10 @@ def timed(fn, count: int) -> tuple[float, float]:
 def run(name: str, url: str, rows: int) -> None:
     store = Store(url)
     store.migrate()
-    print(f"{name}: filling {rows} responses…", file=sys.stderr)
+    conversation(store, name, 0)
+    print(f"{name}: filling {rows} responses and conversation items…", file=sys.stderr)
+    fill_conversations(store, rows)
+    conversation(store, name, rows)
     ids = fill(store, rows)
     last = chain(store, 1000)
     rng = random.Random(1)
@@ -138,7 +206,7 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
-    print("| backend | operation | stored responses | p50 ms | p99 ms |\n|---|---|---|---|---|")
+    print("| backend | operation | stored responses (or conversation items) | p50 ms | p99 ms |\n|---|---|---|---|---|")
     for backend in args.backends.split(","):
         if backend == "sqlite":
             path = Path(f"/tmp/gateway-store-bench-{os.getpid()}.sqlite3")
