@@ -86,6 +86,6 @@ def test_concurrent_turns_from_two_instances_keep_every_item_in_order(fake, pg_s
     for position, (_, answer) in enumerate(pairs):
         seen = int(_text(answer).split()[1].rstrip(":"))  # "Echo <user messages seen>: ..."
         assert 1 <= seen <= position + 1
-    for n, response in done:
+    for _, response in done:
         if response:
             assert response["conversation"] == {"id": conv}

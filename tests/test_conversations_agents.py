@@ -8,7 +8,6 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.scripted_model import MODEL
 from tests.test_real_clients import BOTH, PROVIDERS, _agents_run, gateway, scripted  # noqa: F401 - fixtures
 
 provider_kinds = pytest.mark.parametrize("provider", PROVIDERS)
@@ -64,5 +63,6 @@ def test_agents_sdk_conversations_session(gateway, scripted, provider):  # noqa:
         return first, second, items
 
     first, second, items = _agents_run(gateway.url, provider, steps)
+    assert first.final_output == f"Answer to 'What is the weather and the time?': {BOTH}"
     assert second.final_output == f"Answer to 'And tomorrow?': {BOTH}"
     assert [i.get("role") for i in items if i.get("type", "message") == "message"].count("user") == 2
