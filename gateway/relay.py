@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import logging
 import random
@@ -11,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from . import emulation, native, routing
+from . import compaction, emulation, native, routing, warmup
 from .auth import Caller
 from .errors import (
     GatewayError,
@@ -23,12 +24,17 @@ from .errors import (
     not_found_response,
 )
 from .items import TurnInput, as_listed, references
+from .memory import ConnectionMemory
 from .observe import Trace
 from .reply import Reply
 from .routing import Target
 from .schemas import MAX_BODY_DEPTH, check_depth
 from .services import Services
-from .store import StoredResponse, input_items_of
+from .store import StoredResponse, input_items_of, mint_item_id
+from .tokens import count_offline
+
+# Response statuses whose items join their conversation: the turn ended and the caller builds on it.
+_APPENDED = frozenset({"completed", "incomplete"})
 
 log = logging.getLogger("gateway")
 
@@ -64,11 +70,18 @@ def _locate(
     return None, target
 
 
-def _previous(svc: Services, caller: Caller, body: dict) -> tuple[str | None, StoredResponse | None]:
-    """The request's previous_response_id and the caller's record of it (None: the provider may know it)."""
+def _previous(
+    svc: Services, caller: Caller, body: dict, memory: ConnectionMemory | None = None
+) -> tuple[str | None, StoredResponse | None]:
+    """The request's previous_response_id and the caller's record of it (None: the provider may know it),
+    from the connection's memory when it holds it, else from the store.
+    """
     prev_id = body.get("previous_response_id")
     if not prev_id:
         return None, None
+    held = memory.get(prev_id) if memory is not None else None
+    if held is not None:
+        return prev_id, held
     try:
         return prev_id, _owned(svc, caller, prev_id)
     except NotFound:
@@ -102,26 +115,105 @@ def _turn_input(svc: Services, caller: Caller, request_input: Any, keep: bool) -
     return turn
 
 
+@dataclasses.dataclass(frozen=True)
+class Turn:
+    """What one create carries to every target it tries: the request and its context from the store."""
+
+    body: dict  # the validated request, without ``conversation``
+    prev_id: str | None
+    prev: StoredResponse | None
+    keep: bool  # record the response (``store`` is not false)
+    input: TurnInput
+    conversation: str | None = None
+    history: list[dict] | None = None  # the conversation's items from its latest compaction on
+    memory: ConnectionMemory | None = None  # a long-lived connection's memory of its responses
+    generate: bool = True  # False: answer a response made of the request alone (warm-up)
+
+
+def conversation_id(body: dict) -> str | None:
+    """The request's ``conversation``, an id or ``{"id": ...}``; raises InvalidRequest for anything else."""
+    value = body.get("conversation")
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = value.get("id")
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest("conversation must be a conversation id or an object with its id.", param="conversation")
+    return value
+
+
+def conversation_not_found(conv_id: str, param: str | None = None) -> NotFound:
+    """The one 404 for a conversation that does not exist or belongs to another key."""
+    return NotFound(f"Conversation with id '{conv_id}' not found.", param=param)
+
+
+def _context(
+    svc: Services, caller: Caller, body: dict, memory: ConnectionMemory | None = None
+) -> tuple[str | None, StoredResponse | None, str | None, list[dict] | None]:
+    """(previous_response_id, its record, conversation id, the conversation's items) of a request."""
+    conv_id = conversation_id(body)
+    if conv_id is not None and body.get("previous_response_id"):
+        raise InvalidRequest(
+            "Mutually exclusive parameters: Ensure you are only providing one of: 'previous_response_id' or "
+            "'conversation'.",
+            param="conversation",
+            code="mutually_exclusive_parameters",
+        )
+    prev_id, prev = _previous(svc, caller, body, memory)
+    history = None
+    if conv_id is not None:
+        history = svc.store.conversations.context(caller.tenant, conv_id)
+        if history is None:
+            raise conversation_not_found(conv_id, "conversation")
+        history = compaction.since_last(history)
+    return prev_id, prev, conv_id, history
+
+
 def create(
-    svc: Services, caller: Caller, headers: Mapping[str, str], body: dict, raw: bytes, trace: Trace | None = None
+    svc: Services,
+    caller: Caller,
+    headers: Mapping[str, str],
+    body: dict,
+    raw: bytes,
+    trace: Trace | None = None,
+    *,
+    memory: ConnectionMemory | None = None,
+    generate: bool = True,
 ) -> tuple[Reply, Target]:
     """POST /v1/responses. ``body`` is the validated request, ``raw`` its bytes as received (for a quick
     nesting check; the parsed body is what is forwarded).
 
     Each target is tried in turn, with its retries; the first success answers. The record is written
     before the reply (or a stream's terminal event) leaves, so a follow-up turn on any worker or host
-    finds it.
+    finds it. With a ``conversation``, its items are the context, and the turn's items join it in that
+    same write, when the response completes.
+
+    A long-lived connection (a WebSocket) passes its ``memory``: asked before the store for the previous
+    response and its conversation, and given every finished response, also with ``store: false``.
+    ``generate=False`` answers a response made of the request alone, without calling the provider.
     """
     check_depth(body, raw, MAX_BODY_DEPTH)
-    prev_id, prev = _previous(svc, caller, body)
+    prev_id, prev, conv_id, history = _context(svc, caller, body, memory)
     targets = svc.router.targets(headers, caller)
     keep = body.get("store") is not False
-    turn = _turn_input(svc, caller, body.get("input"), keep)
-
+    # Items of a conversation need ids even when the response itself is not kept.
+    turn_input = _turn_input(svc, caller, body.get("input"), keep or conv_id is not None)
+    compaction.expand(svc.sealer, caller.tenant, turn_input.items)  # a foreign item is a 400 before any call
+    turn = Turn(
+        body={k: v for k, v in body.items() if k != "conversation"},
+        prev_id=prev_id,
+        prev=prev,
+        keep=keep,
+        input=turn_input,
+        conversation=conv_id,
+        history=history,
+        memory=memory,
+        generate=generate,
+    )
     trace = trace or Trace(trace_id="", method="POST", path="/v1/responses")
 
     def call(target: Target) -> Reply:
-        return _create_on(svc, caller, headers, body, target, prev_id, prev, keep, turn, trace)
+        return _create_on(svc, caller, headers, turn, target, trace)
 
     return attempt(svc, targets, call, trace)
 
@@ -213,39 +305,110 @@ def _retry_after_seconds(value: str) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _compaction_threshold(body: dict) -> int | None:
+    """The ``compact_threshold`` of the request's ``context_management`` compaction entry, if any."""
+    for entry in body.get("context_management") or []:
+        if isinstance(entry, dict) and entry.get("type") == "compaction":
+            threshold = entry.get("compact_threshold")
+            return threshold if isinstance(threshold, int) and not isinstance(threshold, bool) else 0
+    return None
+
+
+def _estimate(model: str, items: list[dict]) -> int:
+    try:
+        chat = emulation.request.to_chat({"model": model}, items, [], max_tokens_param="max_tokens")
+    except GatewayError:  # items Chat Completions cannot carry: their JSON is counted instead
+        chat = {"messages": [{"role": "user", "content": orjson.dumps(items).decode()}]}
+    return count_offline(model, chat)[0]
+
+
+def _auto_compact(
+    svc: Services, caller: Caller, target: Target, turn: Turn, history: list[dict], new: list[dict]
+) -> tuple[list[dict], list[dict], dict | None] | Reply:
+    """(history, new items, the compaction item to record) once ``context_management`` asks for compaction
+    past its threshold; a provider's error as a Reply.
+
+    With stored history (a conversation, a previous response), all of it is summarised, at the start of a
+    user turn only (never between a tool call and its output); the item then opens this turn's recorded
+    input, so later turns start from it. Without, the caller's own items before its last user message are
+    summarised for this call; the caller keeps its items (``/v1/responses/compact`` gives it an item to keep).
+    """
+    threshold = _compaction_threshold(turn.body)
+    model = turn.body["model"]
+    if threshold is None or _estimate(model, history + new) <= threshold:
+        return history, new, None
+    if history:
+        if new and new[0].get("type") == "function_call_output":
+            return history, new, None
+        prefix, rest = history, new
+    else:
+        users = [
+            i for i, item in enumerate(new) if item.get("type", "message") == "message" and item.get("role") == "user"
+        ]
+        if not users or users[-1] == 0:
+            return history, new, None
+        prefix, rest = new[: users[-1]], new[users[-1] :]
+    made = compaction.summarise(svc.upstream, target, model, compaction.expand(svc.sealer, caller.tenant, prefix))
+    if isinstance(made, Reply):
+        return made
+    item = svc.sealer.item(caller.tenant, made[0])
+    if history:
+        return [item], rest, item
+    return [], [item, *rest], None
+
+
 def _create_on(
-    svc: Services,
-    caller: Caller,
-    headers: Mapping[str, str],
-    body: dict,
-    target: Target,
-    prev_id: str | None,
-    prev: StoredResponse | None,
-    keep: bool,
-    turn: TurnInput,
-    trace: Trace,
+    svc: Services, caller: Caller, headers: Mapping[str, str], turn: Turn, target: Target, trace: Trace
 ) -> Reply:
     """One try of the create on one target."""
-    native_call = target.provider.native
-    switched = native_call and prev is not None and prev.provider != target.provider.name
-    if not native_call or switched:
-        turn.check_resolved()  # an emulated provider keeps no items, a new one never saw these
+    body, prev_id, prev, keep, conv = turn.body, turn.prev_id, turn.prev, turn.keep, turn.conversation
+    memory = turn.memory
+    native_call = target.provider.native and turn.generate
+    # A native provider continues by id only a response it made and kept itself; otherwise it is sent the
+    # conversation (another provider's, one the gateway made, or one only a connection's memory holds).
+    switched = (
+        native_call
+        and prev is not None
+        and (
+            prev.provider != target.provider.name
+            or prev.mode != "native"
+            or (memory is not None and memory.unstored(prev.id))
+        )
+    )
+    if not native_call or switched or conv is not None:
+        turn.input.check_resolved()  # an emulated provider keeps no items, a new one never saw these
     if target.override_params:
         body = {**body, **target.override_params}
+    # Compaction the provider does not do itself is the gateway's: the provider never sees the request for it.
+    gateway_compacts = _compaction_threshold(body) is not None and not (native_call and target.provider.compact)
+    if gateway_compacts:
+        body = {k: v for k, v in body.items() if k != "context_management"}
+    recorded_input = turn.input.items
 
     def record(response: dict) -> None:
         trace.usage_from(response)
-        if not keep or not isinstance(response.get("id"), str):
+        if not isinstance(response.get("id"), str):
+            return
+        appended = conv is not None and response.get("status") in _APPENDED
+        if conv is not None:
+            response["conversation"] = {"id": conv}
+        if not keep and not appended:
             return
         if switched:
             response["previous_response_id"] = prev_id
         try:
+            if not keep:
+                svc.store.conversations.append_turn(
+                    caller.tenant, conv, response["id"], recorded_input, _output_items(response)
+                )
+                return
             svc.store.record(
                 tenant=caller.tenant,
                 provider=target.provider.name,
                 mode="native" if native_call else "emulated",
                 response=response,
-                input_items=turn.items,
+                input_items=recorded_input,
+                conversation=conv if appended else None,
             )
         except StoreUnavailable:
             # Raised on to the transport: a 503 instead of the 200, or an error event instead of the
@@ -253,16 +416,50 @@ def _create_on(
             trace.error = StoreUnavailable.code
             raise
 
+    history: list[dict] = []
+    read = turn.history is not None or prev is None  # the conversation before this turn is known here
+    if turn.history is not None:
+        history = turn.history
+    elif prev is not None and (not native_call or switched or gateway_compacts or (memory is not None and not keep)):
+        # (A response only a connection's memory will hold needs the conversation before it.)
+        history = compaction.since_last(_history(svc, caller, prev.id, memory))
+        read = True
+    before = history if read else None  # for the memory; None: the store holds it
+    if not native_call and prev_id and prev is None:
+        raise _previous_not_found(prev_id)  # an emulated provider keeps no state to ask instead
+
+    new_items = turn.input.items
+    if gateway_compacts:
+        compacted = _auto_compact(svc, caller, target, turn, history, new_items)
+        if isinstance(compacted, Reply):
+            return compacted
+        history, new_items, item = compacted
+        if item is not None:
+            before = []  # the recorded input opens with the compaction item
+            recorded_input = [item, *turn.input.items]
+            if prev is not None and native_call and not switched:
+                switched = True  # the provider is sent the compacted history, not an id that means all of it
+    history = compaction.expand(svc.sealer, caller.tenant, history, "conversation" if conv else "input")
+
+    if memory is not None:
+        stored = record
+
+        def record(response: dict) -> None:
+            stored(response)
+            mode, provider = "native" if native_call else "emulated", target.provider.name
+            memory.remember(
+                response, provider=provider, mode=mode, input_items=recorded_input, history=before, kept=keep
+            )
+
     if not native_call:
-        if prev_id and prev is None:
-            raise _previous_not_found(prev_id)  # an emulated provider keeps no state to ask instead
-        history = svc.store.chain_items(caller.tenant, prev.id) if prev is not None else []
+        if not turn.generate:
+            return warmup.prepare(body, prev_id, record)
         return emulation.create(
             svc.upstream,
             target,
-            body,
+            {**body, "conversation": {"id": conv}} if conv is not None else body,
             history=history,
-            new_items=turn.items,
+            new_items=compaction.expand(svc.sealer, caller.tenant, new_items),
             previous_response_id=prev_id,
             on_final=record,
         )
@@ -272,10 +469,15 @@ def _create_on(
     # (the last value wins) and another to the provider's. Re-encoding costs microseconds with orjson;
     # rejecting duplicates would need a second, slower parse of every body.
     # References to items another provider made go as the items (see TurnInput).
-    turn_input = turn.native_input(target.provider.name)
-    if switched:
-        # The new provider has never seen this conversation: send it the history, not an id it cannot know.
-        history = svc.store.chain_items(caller.tenant, prev.id)
+    turn_input = turn.input.native_input(target.provider.name)
+    if new_items is not turn.input.items:  # compacted: the gateway's items, not the caller's
+        turn_input = [{k: v for k, v in i.items() if k != "id"} for i in new_items]
+    if turn_input is None and compaction.has_ours(turn.input.items):
+        turn_input = input_items_of(body.get("input"), mint=False)
+    if turn_input is not None:
+        turn_input = compaction.expand(svc.sealer, caller.tenant, turn_input)
+    if switched or conv is not None:
+        # The provider has never seen this conversation: send it the history, not an id it cannot know.
         if turn_input is None:
             turn_input = input_items_of(body.get("input"), mint=False)
         inlined = {k: v for k, v in body.items() if k != "previous_response_id"}
@@ -285,14 +487,42 @@ def _create_on(
         payload = orjson.dumps({**body, "input": turn_input})
     else:
         payload = orjson.dumps(body)
+
+    def amend(response: dict) -> None:
+        if conv is not None:
+            response["conversation"] = {"id": conv}
+        if switched:  # the provider was sent the conversation, not the id: the client's events name it
+            response["previous_response_id"] = prev_id
+
+    rewrite = amend if conv is not None or switched else None
     reply = native.create(
-        svc.upstream, target, payload, stream=bool(body.get("stream")), client_headers=headers, on_final=record
+        svc.upstream,
+        target,
+        payload,
+        stream=bool(body.get("stream")),
+        client_headers=headers,
+        on_final=record,
+        rewrite=rewrite,
     )
     if reply.data is not None:
         record(reply.data)
-        if switched:
+        if switched or conv is not None:
             reply.body = orjson.dumps(reply.data)
     return reply
+
+
+def _history(svc: Services, caller: Caller, response_id: str, memory: ConnectionMemory | None) -> list[dict]:
+    """The conversation up to and including ``response_id``: from the connection's memory, else the store."""
+    held = memory.context(response_id) if memory is not None else None
+    return held if held is not None else svc.store.chain_items(caller.tenant, response_id)
+
+
+def _output_items(response: dict) -> list[dict]:
+    out = []
+    for item in response.get("output") or []:
+        if isinstance(item, dict):
+            out.append(item if isinstance(item.get("id"), str) else {**item, "id": mint_item_id(item)})
+    return out
 
 
 def _json(data: dict) -> Reply:
@@ -308,7 +538,12 @@ def retrieve(
             # As the API answers for a response that was not made in the background: nothing to replay.
             raise not_found_response(response_id)
         return _json(record.body), target
-    return native.retrieve(svc.upstream, target, response_id, query, headers), target
+    reply = native.retrieve(svc.upstream, target, response_id, query, headers)
+    if record is not None and reply.data is not None and record.body.get("conversation"):
+        # The provider never saw the conversation: the gateway's record names it.
+        reply.data["conversation"] = record.body["conversation"]
+        reply.body = orjson.dumps(reply.data)
+    return reply, target
 
 
 def delete(svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str) -> tuple[Reply, Target]:
@@ -360,5 +595,123 @@ def models(
         if model_id is None:
             return provider_models.list_models(svc.upstream, target, headers)
         return provider_models.retrieve_model(svc.upstream, target, model_id, headers)
+
+    return attempt(svc, svc.router.targets(headers, caller), call, trace)
+
+
+# ------------------------------------------------------------------------------------------ compact, count
+def _request_items(svc: Services, caller: Caller, body: dict) -> tuple[Turn, list[dict]]:
+    """A compact or count request as a Turn, with its stored history (conversation or previous response)."""
+    prev_id, prev, conv_id, history = _context(svc, caller, body)
+    items = _turn_input(svc, caller, body.get("input"), False)
+    items.check_resolved()
+    compaction.expand(svc.sealer, caller.tenant, items.items)
+    turn = Turn(
+        body={k: v for k, v in body.items() if k != "conversation"},
+        prev_id=prev_id,
+        prev=prev,
+        keep=False,
+        input=items,
+        conversation=conv_id,
+        history=history,
+    )
+    return turn, history or []
+
+
+def _stored_history(svc: Services, caller: Caller, turn: Turn, target: Target) -> list[dict]:
+    """The history the gateway holds for ``turn``: its conversation's, or its previous response chain's."""
+    if turn.history is not None:
+        return turn.history
+    if turn.prev_id and turn.prev is None:
+        raise _previous_not_found(turn.prev_id)  # the gateway cannot know what only a provider holds
+    if turn.prev is None:
+        return []
+    return compaction.since_last(svc.store.chain_items(caller.tenant, turn.prev.id))
+
+
+def _passed_through(svc: Services, caller: Caller, turn: Turn, target: Target) -> bytes:
+    """The body for a provider's own endpoint: as it came, unless the provider cannot know its context."""
+    body = turn.body
+    own_chain = turn.prev is None or turn.prev.provider == target.provider.name
+    items = [
+        {k: v for k, v in i.items() if k != "id"} if i.get("type") != "item_reference" else i for i in turn.input.items
+    ]
+    if turn.conversation is None and own_chain:
+        if not compaction.has_ours(turn.input.items):
+            return orjson.dumps(body)
+        return orjson.dumps({**body, "input": compaction.expand(svc.sealer, caller.tenant, items)})
+    history = _stored_history(svc, caller, turn, target)
+    inlined = {k: v for k, v in body.items() if k != "previous_response_id"}
+    inlined["input"] = compaction.expand(svc.sealer, caller.tenant, history + items)
+    return orjson.dumps(inlined)
+
+
+def compact(
+    svc: Services, caller: Caller, headers: Mapping[str, str], body: dict, trace: Trace
+) -> tuple[Reply, Target]:
+    """POST /v1/responses/compact: the provider's own where the catalogue says it has one; otherwise the
+    gateway asks the model for a summary and answers a ``response.compaction`` with its opaque item.
+    """
+    turn, _ = _request_items(svc, caller, body)
+
+    def call(target: Target) -> Reply:
+        if target.provider.native and target.provider.compact:
+            payload = _passed_through(svc, caller, turn, target)
+            return native.post(svc.upstream, target, "/responses/compact", payload, headers)
+        history = _stored_history(svc, caller, turn, target)
+        items = compaction.expand(svc.sealer, caller.tenant, history + turn.input.items)
+        if turn.body.get("instructions"):
+            items = [{"type": "message", "role": "developer", "content": turn.body["instructions"]}, *items]
+        if not items:
+            raise InvalidRequest("There is nothing to compact: give input, a conversation or a previous response.")
+        made = compaction.summarise(svc.upstream, target, turn.body["model"], items)
+        if isinstance(made, Reply):
+            return made
+        summary, usage = made
+        return _json(compaction.compacted(svc.sealer.item(caller.tenant, summary), usage))
+
+    return attempt(svc, svc.router.targets(headers, caller), call, trace)
+
+
+TOKEN_COUNT_HEADER = "x-gateway-token-count"  # "provider": counted by the provider; "estimate": offline
+
+
+def input_tokens(
+    svc: Services, caller: Caller, headers: Mapping[str, str], body: dict, trace: Trace
+) -> tuple[Reply, Target]:
+    """POST /v1/responses/input_tokens: the provider's own count where it has one (the Responses endpoint,
+    or its own counting endpoint, translated); otherwise an offline count, marked as an estimate.
+    """
+    from . import tokens
+
+    turn, _ = _request_items(svc, caller, body)
+
+    def call(target: Target) -> Reply:
+        provider = target.provider
+        if provider.native and provider.input_tokens:
+            payload = _passed_through(svc, caller, turn, target)
+            reply = native.post(svc.upstream, target, "/responses/input_tokens", payload, headers)
+            reply.headers[TOKEN_COUNT_HEADER] = "provider"
+            return reply
+        history = compaction.expand(svc.sealer, caller.tenant, _stored_history(svc, caller, turn, target))
+        new = compaction.expand(svc.sealer, caller.tenant, turn.input.items)
+        model = turn.body.get("model") or ""
+        chat = emulation.request.to_chat(
+            {**turn.body, "model": model}, history, new, max_tokens_param=provider.max_tokens_param
+        )
+        if provider.count_tokens in tokens.SHAPES:
+            if not model:
+                raise InvalidRequest(
+                    f"The provider '{provider.name}' counts tokens per model: give the model.", param="model"
+                )
+            counted = tokens.count_with_provider(svc.upstream, target, chat)
+            if isinstance(counted, Reply):
+                return counted
+            count, source = counted, "provider"
+        else:
+            count, source = tokens.count_offline(model, chat)[0], "estimate"
+        reply = _json({"object": "response.input_tokens", "input_tokens": count})
+        reply.headers[TOKEN_COUNT_HEADER] = source
+        return reply
 
     return attempt(svc, svc.router.targets(headers, caller), call, trace)
