@@ -411,7 +411,7 @@ class _Handler(BaseHTTPRequestHandler):
             item = {"id": new_id("cmp"), "type": "compaction", "encrypted_content": f"fake-compaction:{words}"}
             usage = {
                 "input_tokens": words,
-                "input_tokens_details": {"cached_tokens": 0},
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                 "output_tokens": 1,
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": words + 1,

@@ -256,3 +256,19 @@ def test_bad_input_is_a_4xx_in_the_error_shape(gateway, method, path, body, stat
     error = resp.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["param"] == param
+
+
+@pytest.mark.parametrize("provider", ["fakechat", "openai"])
+def test_compact_and_count_on_a_conversation_with_the_strict_sdk(sdk, provider):
+    client = sdk(provider)
+    conv = client.conversations.create(items=[{"role": "user", "content": "My name is Ada."}])
+    client.responses.create(model="m", input="Remember it.", conversation=conv.id)
+    compacted = client.responses.compact(model="m", extra_body={"conversation": conv.id})
+    assert compacted.output[-1].type == "compaction"
+    counted = client.responses.input_tokens.count(model="gpt-4o", input="Who am I?", conversation=conv.id)
+    alone = client.responses.input_tokens.count(model="gpt-4o", input="Who am I?")
+    assert counted.input_tokens > alone.input_tokens
+    # A fresh conversation started from the compaction carries on from it.
+    fresh = client.conversations.create(items=[compacted.output[-1].model_dump(exclude_none=True)])
+    answer = client.responses.create(model="m", input="Who am I?", conversation=fresh.id)
+    assert answer.conversation.id == fresh.id
