@@ -167,8 +167,8 @@ def test_emulated_response_has_every_field_the_api_always_sends():
 @pytest.mark.parametrize(
     ("method", "path", "status", "code"),
     [
-        ("post", "/v1/responses/input_tokens", 501, "unsupported_endpoint"),
-        ("post", "/v1/responses/compact", 501, "unsupported_endpoint"),
+        ("post", "/v1/responses/input_tokens", 400, "invalid_json"),
+        ("post", "/v1/responses/compact", 400, "invalid_json"),
         ("post", "/v1/responses/resp_123/cancel", 501, "unsupported_endpoint"),
         ("get", "/v1/responses//input_items", 404, "unknown_url"),
         ("post", "/v1//responses", 404, "unknown_url"),
@@ -186,8 +186,14 @@ def test_every_v1_path_answers_json_in_the_error_shape(client, headers, method, 
         assert resp.headers["x-should-retry"] == "false" and "not available" in resp.json["error"]["message"]
 
 
-def test_not_offered_endpoints_still_need_a_key(client):
-    assert client.post("/v1/responses/compact").status_code == 401
+def test_every_endpoint_needs_a_key_before_anything_else(client):
+    for path in (
+        "/v1/responses/compact",
+        "/v1/responses/input_tokens",
+        "/v1/responses/resp_1/cancel",
+        "/v1/conversations",
+    ):
+        assert client.post(path).status_code == 401
 
 
 def test_models_are_asked_of_the_named_provider(client, headers, fake):

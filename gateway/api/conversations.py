@@ -47,8 +47,9 @@ def _json(data: dict) -> Response:
 @bp.post("/conversations")
 def create() -> Response:
     svc = current_services()
+    caller = _caller(svc)
     body = validate(_create_schema, _json_body()[0])
-    return _json(conversations.create(svc, _caller(svc), body))
+    return _json(conversations.create(svc, caller, body))
 
 
 @bp.get("/conversations/<conversation_id>")
@@ -61,8 +62,8 @@ def retrieve(conversation_id: str) -> Response:
 @bp.post("/conversations/<conversation_id>")
 def update(conversation_id: str) -> Response:
     svc = current_services()
-    body = validate(_update_schema, _json_body()[0])
     caller = _caller(svc)
+    body = validate(_update_schema, _json_body()[0])
     return _json(conversations.update(svc, caller, _id(conversation_id, "conversation_id"), body["metadata"]))
 
 
@@ -76,25 +77,25 @@ def delete(conversation_id: str) -> Response:
 @bp.get("/conversations/<conversation_id>/items")
 def list_items(conversation_id: str) -> Response:
     svc = current_services()
-    query = validate(_items_schema, query_dict(request.args))
     caller = _caller(svc)
+    query = validate(_items_schema, query_dict(request.args))
     return _json(conversations.list_items(svc, caller, _id(conversation_id, "conversation_id"), query))
 
 
 @bp.post("/conversations/<conversation_id>/items")
 def add_items(conversation_id: str) -> Response:
     svc = current_services()
+    caller = _caller(svc)
     validate(_item_schema, query_dict(request.args))
     body = validate(_add_schema, _json_body()[0])
-    caller = _caller(svc)
     return _json(conversations.add_items(svc, caller, _id(conversation_id, "conversation_id"), body["items"]))
 
 
 @bp.get("/conversations/<conversation_id>/items/<item_id>")
 def retrieve_item(conversation_id: str, item_id: str) -> Response:
     svc = current_services()
-    validate(_item_schema, query_dict(request.args))
     caller = _caller(svc)
+    validate(_item_schema, query_dict(request.args))
     conv = _id(conversation_id, "conversation_id")
     return _json(conversations.retrieve_item(svc, caller, conv, _id(item_id, "item_id")))
 

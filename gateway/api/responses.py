@@ -106,22 +106,24 @@ def input_items(response_id: str) -> Response:
 @bp.post("/responses/compact")
 def compact() -> Response:
     svc = current_services()
+    caller = _caller(svc)  # who asks comes first: no key is a 401 whatever the body
     body, raw = _json_body()
     check_depth(body, raw, MAX_BODY_DEPTH)
     validate(_compact_schema, body)
     g.trace.model = body.get("model")
-    reply, target = relay.compact(svc, _caller(svc), request.headers, body, g.trace)
+    reply, target = relay.compact(svc, caller, request.headers, body, g.trace)
     return to_response(reply, target.provider.name)
 
 
 @bp.post("/responses/input_tokens")
 def input_tokens() -> Response:
     svc = current_services()
+    caller = _caller(svc)  # who asks comes first: no key is a 401 whatever the body
     body, raw = _json_body()
     check_depth(body, raw, MAX_BODY_DEPTH)
     validate(_count_schema, body)
     g.trace.model = body.get("model")
-    reply, target = relay.input_tokens(svc, _caller(svc), request.headers, body, g.trace)
+    reply, target = relay.input_tokens(svc, caller, request.headers, body, g.trace)
     return to_response(reply, target.provider.name)
 
 
