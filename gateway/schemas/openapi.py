@@ -272,6 +272,33 @@ def build_spec(version: str) -> dict:
         operations={"get": {"summary": "Liveness", "responses": {"200": {"description": "ok", **_OBJECT}}}},
     )
     spec.path(
+        path="/readyz",
+        operations={
+            "get": {
+                "summary": "Readiness: the store answers and its schema is current",
+                "responses": {
+                    "200": {"description": "ready", **_OBJECT},
+                    "503": {"description": "not ready, with the reason", **_OBJECT},
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/metrics",
+        operations={
+            "get": {
+                "summary": "Prometheus metrics of every worker (asks for a bearer token when metrics_token is set)",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "401": {"description": "metrics_token is set and was not given", **_OBJECT},
+                },
+            }
+        },
+    )
+    spec.path(
         path="/openapi.json",
         operations={
             "get": {"summary": "This description", "responses": {"200": {"description": "OpenAPI", **_OBJECT}}}
