@@ -24,6 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import StaticPool
 
 from ..errors import StoreUnavailable, UpstreamError
+from .background import BackgroundStore, delete_runs
 from .conversations import ConversationStore, StoredConversation, append_in, resendable
 from .tables import INPUT, OBSOLETE_INDEXES, OUTPUT, SCHEMA_VERSION, items, meta, metadata, responses
 
@@ -211,12 +212,16 @@ def _kind(exc: BaseException) -> str:
 class Store:
     """Every response the gateway relayed, with its owner, provider and items."""
 
+    INSERT_RESPONSE = _INSERT_RESPONSE
+    INSERT_ITEMS = _INSERT_ITEMS
+
     def __init__(self, url: str, *, write_timeout: float = 5.0, observe: Observe | None = None):
         self.url = url
         self.write_timeout = write_timeout
         self.engine = make_engine(url, timeout=write_timeout)
         self._observe = observe
         self.conversations = ConversationStore(self)
+        self.background = BackgroundStore(self)
 
     def _call(self, op: str, fn: Callable[[], T], *, retry_for: float = 0.0) -> T:
         """Run ``fn``, retrying a failure with jittered backoff for up to ``retry_for`` seconds.
@@ -324,15 +329,10 @@ class Store:
                 code="upstream_invalid_response",
             ) from None
 
-    def _record(
-        self,
-        tenant: str,
-        provider: str,
-        mode: str,
-        response: dict,
-        input_items: list[dict],
-        conversation: str | None,
-    ) -> None:
+    def rows_of(
+        self, tenant: str, provider: str, mode: str, response: dict, input_items: list[dict]
+    ) -> tuple[dict, list[dict], list[tuple[int, dict]]]:
+        """A response's row, its item rows (input then output), and its items as a conversation turn."""
         output = [item for item in response.get("output") or [] if isinstance(item, dict)]
         turn: list[tuple[int, dict]] = []
         rows = [
@@ -369,6 +369,18 @@ class Store:
             "created_at": float(created) if isinstance(created, int | float) else time.time(),
             "body": orjson.dumps(response).decode(),
         }
+        return row, rows, turn
+
+    def _record(
+        self,
+        tenant: str,
+        provider: str,
+        mode: str,
+        response: dict,
+        input_items: list[dict],
+        conversation: str | None,
+    ) -> None:
+        row, rows, turn = self.rows_of(tenant, provider, mode, response, input_items)
 
         def write() -> None:
             try:
@@ -399,6 +411,7 @@ class Store:
                 ).rowcount
                 if deleted:
                     conn.execute(items.delete().where(items.c.response_id == response_id))
+                    delete_runs(conn, [response_id])
             return deleted
 
         return bool(self._call("delete", write, retry_for=self.write_timeout))
@@ -421,6 +434,7 @@ class Store:
                 if not ids:
                     return total
                 conn.execute(items.delete().where(items.c.response_id.in_(ids)))
+                delete_runs(conn, ids)
                 conn.execute(responses.delete().where(responses.c.id.in_(ids)))
             total += len(ids)
             if progress is not None:

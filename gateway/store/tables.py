@@ -80,3 +80,36 @@ conversation_items = Table(
 # The primary key (conversation_id, position) serves paging and the context of a turn; this index finds one
 # item (retrieve, delete, an `after` cursor) within its conversation.
 Index("gw_conversation_items_by_item_id", conversation_items.c.conversation_id, conversation_items.c.item_id)
+
+# Background runs (``background: true``). A run belongs to the response of the same id (mode "background",
+# in gw_responses). ``status`` is the response's while the run is live and its final status after; the
+# consumer running it holds a lease (``owner``, ``lease_until``) that it renews, and a run whose lease ran
+# out is ended ``failed`` by whoever notices first. ``last_seq`` is the number of its newest stored event.
+runs = Table(
+    "gw_runs",
+    metadata,
+    Column("response_id", String(128), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # queued | in_progress | completed | incomplete | failed | cancelled
+    Column("job", Text),  # what the consumer needs to run it (credentials sealed); None once the run has ended
+    Column("owner", String(128)),  # the consumer running it
+    Column("lease_until", Float),
+    Column("last_seq", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("ended_at", Float),
+)
+# A tenant's live runs are counted on every background create (the per-tenant limit).
+Index("gw_runs_tenant_status", runs.c.tenant, runs.c.status)
+# Expired leases are looked for among live runs; event retention counts from a run's end.
+Index("gw_runs_status_lease", runs.c.status, runs.c.lease_until)
+Index("gw_runs_ended_at", runs.c.ended_at)
+
+# Every event of a background run, numbered as the client sees it: replayed from any number on any host.
+events = Table(
+    "gw_events",
+    metadata,
+    Column("response_id", String(128), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("type", String(64), nullable=False),
+    Column("body", Text, nullable=False),  # the event's JSON payload
+)
