@@ -49,6 +49,13 @@ class Authenticator:
         """The providers each gateway key has credentials for, by key name (for the start-up checks)."""
         return {entry.name: sorted(entry.credentials) for entry in self._keys}
 
+    def gateway_caller(self, name: str) -> Caller | None:
+        """The caller of the gateway key named ``name`` (a background run's), None once it is configured no more."""
+        for entry in self._keys:
+            if entry.name == name:
+                return Caller(tenant="key:" + entry.name, gateway_key=entry.name, credentials=entry.credentials)
+        return None
+
     def caller(self, headers: Mapping[str, str]) -> Caller:
         """Raises AuthenticationError (401) when there is no key, or an unknown one where only gateway keys count."""
         key = presented_key(headers)

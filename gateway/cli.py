@@ -64,6 +64,17 @@ def serve(bind: str | None, port: int | None, workers: int | None) -> None:
     os.execv(sys.executable, [sys.executable, "-c", _SERVE, flags])
 
 
+@main.command(with_appcontext=False, context_settings={"ignore_unknown_options": True})
+@click.option("--concurrency", "-c", type=click.IntRange(1), help="runs held at once (default: the setting)")
+def worker(concurrency: int | None) -> None:
+    """Run a background consumer alone (beside `gateway serve` with background_consumers = 0, or on more hosts)."""
+    from .background.supervisor import worker_command
+
+    args = worker_command(*(["--concurrency", str(concurrency)] if concurrency else []))
+    # A fresh interpreter, as for serve: gevent must patch before anything imports ssl.
+    os.execv(args[0], args)
+
+
 _SERVE = "import json, sys; from gateway.gunicorn_config import Server; Server(**json.loads(sys.argv[1])).run()"
 
 

@@ -93,6 +93,25 @@ class Settings:
     websocket_idle_timeout: float = _setting(
         300.0, "seconds a WebSocket on /v1/responses may wait for its next frame before it is closed; 0: never"
     )
+    background_queue: str = _setting(
+        "",
+        "task queue of background runs: empty: a SQLite file beside a SQLite store (`<store>-queue.sqlite3`), "
+        "else `gateway-queue.sqlite3` in the working directory; `sqlite:///PATH`; `redis://HOST:PORT/DB` when "
+        "several hosts share the work",
+    )
+    background_consumers: int = _setting(
+        1, "background consumer processes `gateway serve` starts and restarts; 0: none (run `gateway worker`)"
+    )
+    background_concurrency: int = _setting(100, "background runs one consumer process holds at once (greenlets)")
+    background_max_per_tenant: int = _setting(
+        20, "queued and running background responses a tenant may have at once (429 past it); 0: no limit"
+    )
+    background_lease_timeout: float = _setting(
+        10.0, "seconds without a heartbeat from its consumer after which a running background response ends `failed`"
+    )
+    background_event_retention: str = _setting(
+        "7d", "how long the events of a finished background response are kept for replay (`gateway purge`)"
+    )
     gateway_key_prefix: str = _setting(
         "",
         "keys starting with this prefix are gateway keys only: one that matches none is 401 and is never "
@@ -150,6 +169,11 @@ class Settings:
         if kwargs.get("worker_class", "gevent") not in WORKER_CLASSES:
             raise SettingsError(
                 f"must be one of {', '.join(WORKER_CLASSES)}, not {kwargs['worker_class']!r}", key="worker_class"
+            )
+        queue = kwargs.get("background_queue", "")
+        if queue and not queue.startswith(("sqlite:///", "redis://", "rediss://", "unix://")):
+            raise SettingsError(
+                f"must be empty, sqlite:///PATH or redis://HOST:PORT/DB, not {queue!r}", key="background_queue"
             )
         return cls(**kwargs)
 
@@ -213,7 +237,7 @@ _SECRETS = frozenset({"key_salt", "metrics_token", "api_key"})
 def _mask(name: str, value: Any) -> Any:
     if name in _SECRETS and value:
         return "***"
-    if name == "store_url" and isinstance(value, str):
+    if name in ("store_url", "background_queue") and isinstance(value, str):
         # user:password@host -> user:***@host
         return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", value)
     if isinstance(value, dict):

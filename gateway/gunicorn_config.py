@@ -17,11 +17,15 @@ from .startup import EXIT_STATUS, StartupError, check
 
 # Made once per master, kept across reloads (SIGHUP), removed when the master exits.
 _made_metrics_dir: str | None = None
+# The background consumers this master started (when_ready) and stops (on_exit).
+_consumers: Any = None
+_consumer_count = 0
+_consumer_grace = 30.0
 
 
 def configure() -> dict[str, Any]:
     """gunicorn's settings as a mapping of its setting names; exits with status 2 when the gateway cannot start."""
-    global _made_metrics_dir
+    global _made_metrics_dir, _consumer_count, _consumer_grace
     try:
         settings = check()
     except StartupError as err:
@@ -47,7 +51,10 @@ def configure() -> dict[str, Any]:
         "errorlog": "-",
         "child_exit": child_exit,
         "on_exit": on_exit,
+        "when_ready": when_ready,
     }
+    _consumer_count = settings.background_consumers
+    _consumer_grace = float(settings.graceful_timeout)
     # gunicorn's default control socket is one path per user (~/.gunicorn/gunicorn.ctl): a second instance on
     # the host replaced the first one's, and stopping it deleted it. This runs in the master, so its pid
     # names this instance.
@@ -79,8 +86,23 @@ def child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
+def when_ready(server: Any) -> None:
+    """The master is listening: start the background consumers (``background_consumers``) and watch them."""
+    global _consumers
+    from .background.supervisor import Supervisor
+
+    if _consumers is None and _consumer_count > 0:
+        _consumers = Supervisor(_consumer_count)
+        _consumers.start()
+        server.log.info("Started %d background consumer(s): %s", _consumer_count, _consumers.pids())
+
+
 def on_exit(server: Any) -> None:
-    """The master is leaving (a stop, or workers that failed to boot): remove the metrics directory it made."""
+    """The master is leaving (a stop, or workers that failed to boot): stop the background consumers (their
+    running responses get graceful_timeout), and remove the metrics directory it made.
+    """
+    if _consumers is not None:
+        _consumers.stop(_consumer_grace)
     if _made_metrics_dir is not None:
         shutil.rmtree(_made_metrics_dir, ignore_errors=True)
 

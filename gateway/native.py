@@ -112,8 +112,12 @@ def relay_events(
         yield error_event(last_seq + 1, failure)
 
 
-def _path(response_id: str, suffix: str = "") -> str:
+def path_of(response_id: str, suffix: str = "") -> str:
+    """The provider path of one response (``suffix``: ``/input_items``, ``/cancel``)."""
     return "/responses/" + quote(response_id, safe="") + suffix
+
+
+_path = path_of
 
 
 def retrieve(

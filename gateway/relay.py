@@ -33,6 +33,8 @@ from .services import Services
 from .store import StoredResponse, input_items_of, mint_item_id
 from .tokens import count_offline
 
+# The mode of a response the gateway ran in the background: read from the store, whichever provider made it.
+BACKGROUND = "background"
 # Response statuses whose items join their conversation: the turn ended and the caller builds on it.
 _APPENDED = frozenset({"completed", "incomplete"})
 
@@ -128,6 +130,7 @@ class Turn:
     history: list[dict] | None = None  # the conversation's items from its latest compaction on
     memory: ConnectionMemory | None = None  # a long-lived connection's memory of its responses
     generate: bool = True  # False: answer a response made of the request alone (warm-up)
+    run: Any = None  # a background run (consumer.Run): its response id, and where its final record goes
 
 
 def conversation_id(body: dict) -> str | None:
@@ -179,6 +182,7 @@ def create(
     *,
     memory: ConnectionMemory | None = None,
     generate: bool = True,
+    run: Any = None,
 ) -> tuple[Reply, Target]:
     """POST /v1/responses. ``body`` is the validated request, ``raw`` its bytes as received (for a quick
     nesting check; the parsed body is what is forwarded).
@@ -191,8 +195,15 @@ def create(
     A long-lived connection (a WebSocket) passes its ``memory``: asked before the store for the previous
     response and its conversation, and given every finished response, also with ``store: false``.
     ``generate=False`` answers a response made of the request alone, without calling the provider.
+
+    With ``background``, the checks are made here and the response is queued (see ``background.submit``);
+    a consumer runs it later through this same function, passing its ``run``.
     """
     check_depth(body, raw, MAX_BODY_DEPTH)
+    if body.get("background") and body.get("store") is False:
+        raise InvalidRequest(
+            "Background responses must be stored: remove store: false, or background.", param="store"
+        )
     prev_id, prev, conv_id, history = _context(svc, caller, body, memory)
     targets = svc.router.targets(headers, caller)
     keep = body.get("store") is not False
@@ -209,8 +220,21 @@ def create(
         history=history,
         memory=memory,
         generate=generate,
+        run=run,
     )
     trace = trace or Trace(trace_id="", method="POST", path="/v1/responses")
+    if body.get("background") and run is None:
+        reply = svc.background.submit(
+            caller=caller,
+            headers=headers,
+            body=body,
+            provider=targets[0].provider.name,
+            input_items=turn_input.items,
+            previous_response_id=prev_id,
+            conversation=conv_id,
+        )
+        _mark(reply.headers, targets[0], 0)
+        return reply, targets[0]
 
     def call(target: Target) -> Reply:
         return _create_on(svc, caller, headers, turn, target, trace)
@@ -379,6 +403,13 @@ def _create_on(
         turn.input.check_resolved()  # an emulated provider keeps no items, a new one never saw these
     if target.override_params:
         body = {**body, **target.override_params}
+    run = turn.run
+    if run is not None:
+        # A background run reads its provider's stream whatever the client asked: its events are stored as
+        # they come. The provider is not asked to run it in the background itself.
+        body = {**body, "stream": True}
+        if native_call:
+            body = {k: v for k, v in body.items() if k != "background"}
     # Compaction the provider does not do itself is the gateway's: the provider never sees the request for it.
     gateway_compacts = _compaction_threshold(body) is not None and not (native_call and target.provider.compact)
     if gateway_compacts:
@@ -396,6 +427,10 @@ def _create_on(
             return
         if switched:
             response["previous_response_id"] = prev_id
+        if run is not None:
+            mode = "native" if native_call else "emulated"
+            run.stage(response, recorded_input, conv if appended else None, target.provider.name, mode)
+            return
         try:
             if not keep:
                 svc.store.conversations.append_turn(
@@ -462,6 +497,7 @@ def _create_on(
             new_items=compaction.expand(svc.sealer, caller.tenant, new_items),
             previous_response_id=prev_id,
             on_final=record,
+            response_id=run.response_id if run is not None else None,
         )
 
     # The body the gateway checked (ownership of previous_response_id, store) is the body it forwards: the
@@ -493,8 +529,11 @@ def _create_on(
             response["conversation"] = {"id": conv}
         if switched:  # the provider was sent the conversation, not the id: the client's events name it
             response["previous_response_id"] = prev_id
+        if run is not None:  # the client knows the run by the id the gateway gave it when queueing it
+            response["id"] = run.response_id
+            response["background"] = True
 
-    rewrite = amend if conv is not None or switched else None
+    rewrite = amend if conv is not None or switched or run is not None else None
     reply = native.create(
         svc.upstream,
         target,
@@ -505,6 +544,8 @@ def _create_on(
         rewrite=rewrite,
     )
     if reply.data is not None:
+        if run is not None:
+            amend(reply.data)
         record(reply.data)
         if switched or conv is not None:
             reply.body = orjson.dumps(reply.data)
@@ -533,6 +574,10 @@ def retrieve(
     svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str, query: dict[str, Any]
 ) -> tuple[Reply, Target]:
     record, target = _locate(svc, caller, headers, response_id)
+    if record is not None and record.mode == BACKGROUND:
+        if query.get("stream"):
+            return svc.background.replay(record, query.get("starting_after")), target
+        return _json(svc.background.current(record)), target
     if record is not None and record.mode == "emulated":
         if query.get("stream"):
             # As the API answers for a response that was not made in the background: nothing to replay.
@@ -550,7 +595,7 @@ def delete(svc: Services, caller: Caller, headers: Mapping[str, str], response_i
     """Delete at the provider (native), then in the store; also when the provider had already forgotten it."""
     record, target = _locate(svc, caller, headers, response_id)
     deleted = {"id": response_id, "object": "response", "deleted": True}
-    if record is not None and record.mode == "emulated":
+    if record is not None and record.mode != "native":
         svc.store.delete(caller.tenant, response_id)
         return _json(deleted), target
     reply = native.delete(svc.upstream, target, response_id, headers)
@@ -565,7 +610,7 @@ def input_items(
     svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str, query: dict[str, Any]
 ) -> tuple[Reply, Target]:
     record, target = _locate(svc, caller, headers, response_id)
-    if record is not None and record.mode == "emulated":
+    if record is not None and record.mode != "native":
         page = svc.store.input_items(
             caller.tenant, response_id, limit=query["limit"], order=query["order"], after=query.get("after")
         )
@@ -583,6 +628,18 @@ def input_items(
             }
         ), target
     return native.input_items(svc.upstream, target, response_id, query, headers), target
+
+
+def cancel(svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str) -> tuple[Reply, Target]:
+    """POST /v1/responses/{id}/cancel: a live background response ends ``cancelled``, its output so far kept;
+    a finished one is returned as it is. Raises InvalidRequest for a response not made in the background.
+    """
+    record, target = _locate(svc, caller, headers, response_id)
+    if record is None:  # a response the provider made outside the gateway, for a caller with its own key
+        return native.post(svc.upstream, target, native.path_of(response_id, "/cancel"), b"{}", headers), target
+    if record.mode != BACKGROUND:
+        raise InvalidRequest("Only responses created with background=true can be cancelled.", param="response_id")
+    return _json(svc.background.cancel(record)), target
 
 
 def models(

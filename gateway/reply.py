@@ -125,16 +125,19 @@ def error_event(sequence_number: int, err: GatewayError) -> bytes:
 
     The nested ``error`` object makes the openai SDKs raise instead of ending quietly.
     """
-    return sse.encode(
-        {
-            "type": "error",
-            "sequence_number": sequence_number,
-            "code": err.code,
-            "message": err.message,
-            "param": err.param,
-            "error": {"type": err.type, "code": err.code, "message": err.message, "param": err.param},
-        }
-    )
+    return sse.encode(error_payload(sequence_number, err))
+
+
+def error_payload(sequence_number: int, err: GatewayError) -> dict:
+    """The ``error`` event's payload (see ``error_event``)."""
+    return {
+        "type": "error",
+        "sequence_number": sequence_number,
+        "code": err.code,
+        "message": err.message,
+        "param": err.param,
+        "error": {"type": err.type, "code": err.code, "message": err.message, "param": err.param},
+    }
 
 
 def opened_events(resp: UpstreamResponse) -> Iterator[sse.Event]:

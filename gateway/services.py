@@ -7,6 +7,7 @@ import dataclasses
 from flask import Flask, current_app
 
 from .auth import Authenticator
+from .background.service import Background
 from .compaction import Sealer
 from .config import Settings
 from .observe import Observer
@@ -28,6 +29,7 @@ class Services:
     router: Router
     observer: Observer
     sealer: Sealer  # seals and opens the gateway's compaction items
+    background: Background  # the task queue of background runs, and the streams that follow them
 
 
 def init_app(app: Flask, settings: Settings) -> Services:
@@ -61,6 +63,7 @@ def init_app(app: Flask, settings: Settings) -> Services:
         observer=observer,
         # One key for every worker and host sharing the store, kept with the data it protects.
         sealer=Sealer(store.secret("compaction_key")),
+        background=Background(settings, store),
     )
     app.extensions[EXTENSION] = svc
     return svc

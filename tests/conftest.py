@@ -90,6 +90,9 @@ class Gunicorn:
         )
         if worker_class:
             full_env["GATEWAY_WORKER_CLASS"] = worker_class
+        # Background consumers only where a test asks for them (tests/test_background.py): each one is a
+        # process that would otherwise start beside every server of the suite.
+        full_env.setdefault("GATEWAY_BACKGROUND_CONSUMERS", "0")
         # A file, not a pipe: nobody reads a pipe while tests run, and a full one would block gunicorn.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server, closed in stop()
         self.proc = subprocess.Popen(
@@ -106,7 +109,7 @@ class Gunicorn:
             try:
                 if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening, or its workers still booting
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError("gunicorn did not become healthy in 30 s")

@@ -169,7 +169,8 @@ def test_emulated_response_has_every_field_the_api_always_sends():
     [
         ("post", "/v1/responses/input_tokens", 400, "invalid_json"),
         ("post", "/v1/responses/compact", 400, "invalid_json"),
-        ("post", "/v1/responses/resp_123/cancel", 501, "unsupported_endpoint"),
+        # An id the store never saw, for a caller with its own key: the provider's answer (the fake: 404).
+        ("post", "/v1/responses/resp_123/cancel", 404, None),
         ("get", "/v1/responses//input_items", 404, "unknown_url"),
         ("post", "/v1//responses", 404, "unknown_url"),
         ("get", "/v1/responses/", 404, "unknown_url"),

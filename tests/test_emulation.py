@@ -257,7 +257,6 @@ def test_three_turn_chain_across_two_providers(gateway, fake, make_sdk):
 def test_unsupported_features_are_400_naming_the_param(sdk):
     cases = [
         ({"tools": [{"type": "web_search"}]}, "tools[0]"),
-        ({"background": True}, "background"),
         ({"tool_choice": {"type": "file_search"}}, "tool_choice"),
         ({"input": [{"type": "computer_call_output", "call_id": "c", "output": {}}]}, "input[0]"),
     ]

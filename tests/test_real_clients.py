@@ -192,15 +192,11 @@ def test_compact_and_count_answer_in_the_sdk_types(sdk, provider):
 
 
 @provider_kinds
-def test_endpoints_not_offered_yet_fail_at_once_and_clearly(sdk, provider):
+def test_cancel_of_a_response_not_made_in_the_background_is_400(sdk, provider):
     created = sdk.responses.create(model=MODEL, input="hi")
-    calls = [lambda c: c.responses.cancel(created.id)]
-    for call in calls:
-        # The SDK's default retries are on: the gateway's x-should-retry: false must stop them.
-        with pytest.raises(openai.InternalServerError) as info:
-            call(sdk.with_options(max_retries=2))
-        assert info.value.status_code == 501
-        assert info.value.code == "unsupported_endpoint" and "not available" in info.value.message
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.responses.cancel(created.id)
+    assert "background=true" in info.value.message and info.value.param == "response_id"
 
 
 # ------------------------------------------------------------------------------------------ Agents SDK

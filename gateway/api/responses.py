@@ -127,24 +127,9 @@ def input_tokens() -> Response:
     return to_response(reply, target.provider.name)
 
 
-# Endpoints of the API that the gateway does not offer yet. Without their own routes the id route above
-# would answer them 405. 501 is the honest status (the request is fine; the function is missing), and
-# ``x-should-retry: false`` keeps the openai SDKs, which retry every 5xx, from asking twice more: they
-# raise at once with this message.
-_NOT_AVAILABLE = {
-    "cancel": "Cancelling a response (POST /v1/responses/{response_id}/cancel) is not available in this gateway: "
-    "it runs no background responses.",
-}
-
-
-def _not_available(what: str) -> GatewayError:
-    return GatewayError(
-        _NOT_AVAILABLE[what], status=501, code="unsupported_endpoint", headers={"x-should-retry": "false"}
-    )
-
-
 @bp.post("/responses/<response_id>/cancel")
 def cancel(response_id: str) -> Response:
-    _caller(current_services())
-    _response_id(response_id)
-    raise _not_available("cancel")
+    svc = current_services()
+    caller = _caller(svc)
+    reply, target = relay.cancel(svc, caller, request.headers, _response_id(response_id))
+    return to_response(reply, target.provider.name)

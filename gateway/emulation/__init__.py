@@ -30,16 +30,18 @@ def create(
     new_items: list[dict],
     previous_response_id: str | None,
     on_final: Callable[[dict], None],
+    response_id: str | None = None,
 ) -> Reply:
     """Answer a Responses ``body`` through the provider's Chat Completions.
 
     ``on_final`` gets the final Response object before the client does (for a stream: before its terminal
     event). Raises InvalidRequest for what Chat Completions cannot express, and the upstream errors.
+    ``response_id`` is the id to answer with (a background run's, given when it was queued), else minted.
     """
     provider = target.provider
     stream = bool(body.get("stream"))
     chat = translate.to_chat(body, history, new_items, max_tokens_param=provider.max_tokens_param)
-    response_id = build.new_id("resp")
+    response_id = response_id or build.new_id("resp")
     resp = send(
         upstream,
         target,

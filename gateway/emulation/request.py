@@ -41,7 +41,6 @@ _HANDLED = frozenset(
     }
 )
 _UNSUPPORTED = {
-    "background": "Background responses are not available for providers the gateway emulates.",
     "prompt": "Stored prompt templates are not available for providers the gateway emulates.",
 }
 

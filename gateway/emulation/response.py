@@ -26,7 +26,7 @@ def skeleton(body: dict, response_id: str, created_at: int, previous_response_id
         "created_at": created_at,
         "status": "in_progress",
         "completed_at": None,
-        "background": False,
+        "background": bool(body.get("background")),
         "error": None,
         "incomplete_details": None,
         "instructions": body.get("instructions"),
