@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sys
+import time
 from typing import Any
 
 import click
@@ -113,17 +114,33 @@ def migrate() -> None:
 @click.option("--batch", default=1000, show_default=True, help="responses deleted per transaction")
 @with_appcontext
 def purge(older_than: str | None, batch: int) -> None:
-    """Delete stored responses older than an age, in batches, with a progress line on a terminal."""
+    """Delete stored responses older than an age, in batches, with a progress line on a terminal; and the
+    events of background responses that ended longer ago than `background_event_retention`.
+    """
     from .services import current_services
 
     svc = current_services()
     age_text = older_than or svc.settings.retention
-    if not age_text:
+    events_text = svc.settings.background_event_retention
+    if not age_text and not events_text:
         raise click.UsageError("give --older-than or set the `retention` setting")
     try:
-        age = parse_age(age_text)
+        age = parse_age(age_text) if age_text else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    if events_text:
+        try:
+            events_age = parse_age(events_text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="background_event_retention") from None
+        cutoff = time.time() - events_age
+        runs = 0
+        while done := svc.store.background.purge_events(cutoff, batch):
+            runs += done
+        if runs or age is None:
+            click.echo(f"purged the events of {runs} background responses that ended more than {events_text} ago")
+    if age is None:
+        return
     # A line rewritten in place (\r) only makes sense on a terminal; in a log (cron) it would read as the
     # count twice on one line, so there only the final line is written.
     tty = sys.stdout.isatty()

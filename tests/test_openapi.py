@@ -33,6 +33,7 @@ def test_openapi_describes_every_endpoint(api_app):
         "/v1/responses",
         "/v1/responses/{response_id}",
         "/v1/responses/{response_id}/input_items",
+        "/v1/responses/{response_id}/cancel",
         "/v1/responses/compact",
         "/v1/responses/input_tokens",
         "/v1/conversations",
@@ -57,6 +58,9 @@ def test_api_never_errors_from_its_own_description(api_schema):
         @given(case=operation.as_strategy())
         @hsettings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
         def check(case):
+            if isinstance(case.body, dict) and case.body.get("background"):
+                # A queued background stream waits for a consumer, and this in-process app runs none.
+                case.body["stream"] = False
             response = case.call(headers={**(case.headers or {}), **H})
             case.validate_response(response, checks=[schemathesis.checks.not_a_server_error, status_code_conformance])
 

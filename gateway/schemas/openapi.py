@@ -112,7 +112,8 @@ def build_spec(version: str) -> dict:
         path="/v1/responses",
         operations={
             "post": {
-                "summary": "Create a model response (JSON, or server-sent events with stream: true)",
+                "summary": "Create a model response (JSON, or server-sent events with stream: true); with "
+                "background: true it is queued and answered at once",
                 "security": security,
                 "parameters": _HEADERS,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": "CreateResponse"}}},
@@ -133,10 +134,20 @@ def build_spec(version: str) -> dict:
         path="/v1/responses/{response_id}",
         operations={
             "get": {
-                "summary": "Retrieve a response",
+                "summary": "Retrieve a response; with stream=true, replay a background response's events after "
+                "starting_after and follow them to the end",
                 "security": security,
                 "parameters": [_RESPONSE_ID, *_HEADERS, {"in": "query", "schema": RetrieveQuerySchema}],
-                "responses": {"200": {"description": "The Response object", **_OBJECT}, **errors},
+                "responses": {
+                    "200": {
+                        "description": "The Response object as it stands, or its event stream",
+                        "content": {
+                            "application/json": {"schema": {"type": "object"}},
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **errors,
+                },
             },
             "delete": {
                 "summary": "Delete a response",
@@ -144,6 +155,17 @@ def build_spec(version: str) -> dict:
                 "parameters": [_RESPONSE_ID, *_HEADERS],
                 "responses": {"200": {"description": "{id, object, deleted: true}", **_OBJECT}, **errors},
             },
+        },
+    )
+    spec.path(
+        path="/v1/responses/{response_id}/cancel",
+        operations={
+            "post": {
+                "summary": "Cancel a background response (a finished one is returned unchanged)",
+                "security": security,
+                "parameters": [_RESPONSE_ID, *_HEADERS],
+                "responses": {"200": {"description": "The Response object, status cancelled", **_OBJECT}, **errors},
+            }
         },
     )
     spec.path(

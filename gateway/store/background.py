@@ -144,12 +144,13 @@ class BackgroundStore:
             chosen = chosen.where(live < limit)
         # One statement counts and inserts: SQLite runs it under its single write lock; PostgreSQL first
         # serialises the tenant's creates with a transaction-scoped advisory lock (see _lock_tenant).
-        insert = runs.insert().from_select(columns, chosen)
+        # RETURNING says whether the row went in (rowcount is not reported for INSERT ... SELECT by every driver).
+        insert = runs.insert().from_select(columns, chosen).returning(runs.c.response_id)
 
         def write() -> None:
             with self._engine.begin() as conn:
                 _lock_tenant(conn, tenant)
-                if conn.execute(insert).rowcount != 1:
+                if conn.execute(insert).first() is None:
                     raise LimitReached()
                 conn.execute(self._store.INSERT_RESPONSE, row)
                 if item_rows:
