@@ -122,6 +122,7 @@ class Run:
         self.seq = claimed.last_seq
         self.pending: list[dict] = []
         self.flushed = 0.0
+        self.writes = 0  # store transactions that wrote its events (batching, measured by bench/background.py)
         self.staged: tuple[dict, list[dict], str | None, str, str] | None = None
         self.done = False  # ended: by its closing event, a failure, or a stop
         self._abort: Any = None
@@ -181,10 +182,11 @@ class Run:
         if not self.done:
             self._close(None)
         log.info(
-            "background response %s ended after %.1f s (%d events)",
+            "background response %s ended after %.1f s (%d events in %d writes)",
             self.response_id,
             time.monotonic() - started,
             self.seq + 1,
+            self.writes,
         )
 
     def _caller(self, gateway_key: str | None, provider_key: str | None) -> Caller | None:
@@ -219,6 +221,7 @@ class Run:
                 self.pending = batch + self.pending  # written with the next batch, in order
                 return
             self.flushed = time.monotonic()
+            self.writes += 1
         if not kept:
             self.stop()
 
@@ -264,6 +267,7 @@ class Run:
                 )
                 return
             self.pending = []
+            self.writes += 1
         if not kept:
             log.info("background response %s had already ended (cancelled)", self.response_id)
 
