@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import signal
 import socket
 import threading
@@ -50,12 +51,14 @@ class Runner:
         self.runs: dict[str, Run] = {}
         self.parent = parent
         self.stopping = threading.Event()
+        self.nudge: Any = lambda: None  # wakes a consumer greenlet waiting on the queue (see _consumer_class)
 
     def lease_until(self) -> float:
         return time.time() + self.lease
 
     def execute(self, response_id: str) -> None:
         """The queue's job: run one queued response to its end (nothing, when it is no longer queued)."""
+        self.nudge()
         claimed = self.store.claim(response_id, self.owner, self.lease_until())
         if claimed is None:
             return
@@ -308,9 +311,45 @@ def _error_message(body: bytes, status: int) -> str:
         return f"The provider answered {status}."
 
 
+def _consumer_class() -> type:
+    from huey.consumer import Consumer, Worker
+
+    idle: set[threading.Event] = set()  # the wake-ups of greenlets waiting on an empty queue
+
+    class JitteredWorker(Worker):
+        """Huey's worker, waiting on an empty queue at jittered intervals, or until nudged.
+
+        Greenlets started together back off in step and all polled at the same instants: a run waited up to
+        the longest delay (measured: create to first stored event p50 1,036 ms for 200 at once). Jittered,
+        each of a burst still waited for a greenlet of its own to wake (p50 436 ms); so a greenlet that takes
+        a run nudges one that waits, which looks at once, and so on down the burst.
+        """
+
+        def sleep(self) -> None:
+            self.delay = min(self.delay, self.max_delay)
+            wake = threading.Event()
+            idle.add(wake)
+            try:
+                wake.wait(random.uniform(self.delay / 2, self.delay))
+            finally:
+                idle.discard(wake)
+            self.delay = self.default_delay if wake.is_set() else self.delay * self.backoff
+
+    class JitteredConsumer(Consumer):
+        worker_class = JitteredWorker
+
+        @staticmethod
+        def nudge() -> None:
+            """A run was taken off the queue, which may hold more: one waiting greenlet looks now."""
+            if idle:
+                idle.pop().set()
+
+    return JitteredConsumer
+
+
 def main(argv: list[str] | None = None) -> None:
     """``gateway worker``: a Huey consumer of greenlets, each running one background response at a time."""
-    from huey.consumer import Consumer
+    Consumer = _consumer_class()  # noqa: N806 - a class
 
     from .. import create_app
     from ..config import SettingsError, explain
@@ -325,6 +364,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"gateway: cannot start: {explain(err)}") from None
     svc: Services = app.extensions["gateway"]
     runner = Runner(svc, parent=args.parent)
+    runner.nudge = Consumer.nudge
     svc.background.attach(runner)
     logging.getLogger("huey").setLevel(logging.WARNING)
     consumer = Consumer(

