@@ -371,3 +371,19 @@ def test_a_queued_response_is_unique_to_its_store(tmp_path):
     assert Settings.load({"background_queue": "redis://h:1/0"}).background_queue.startswith("redis")
     with pytest.raises(ValueError):
         Settings.load({"background_queue": "amqp://x"})
+
+
+def test_background_on_an_in_memory_store_is_refused(fake):
+    from gateway import create_app
+    from tests.conftest import close_app
+
+    app = create_app({"providers": {"fakechat": {"base_url": fake.url, "api": "chat"}}, "store_url": "sqlite://"})
+    try:
+        resp = app.test_client().post(
+            "/v1/responses",
+            json={"model": "m", "input": "hi", "background": True},
+            headers={"Authorization": f"Bearer {KEY}", "x-portkey-provider": "fakechat"},
+        )
+        assert resp.status_code == 400 and resp.json["error"]["param"] == "background"
+    finally:
+        close_app(app)

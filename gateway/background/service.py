@@ -152,6 +152,13 @@ class Background:
         """Record the response as queued and put it on the queue; the reply is its JSON, or (``stream``)
         its events followed from the store. Raises TooManyRuns, StoreUnavailable, QueueUnavailable.
         """
+        if self.store.url in ("sqlite://", "sqlite:///:memory:"):
+            raise InvalidRequest(
+                "Background responses need a store that the gateway's consumer processes can open; this gateway's "
+                "store_url is an in-memory database.",
+                param="background",
+                code="unsupported_parameter",
+            )
         response = events.queued(body, previous_response_id, conversation)
         job = self.seal_job(response["id"], caller, headers, body)
         try:
