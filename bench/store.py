@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Store benchmark: GET by id and one input_items page among N stored responses, and a chain walk of
 1,000 turns; a conversation of 1,000 turns (appending a turn, listing a page) with the conversation tables
-nearly empty and again beside N other conversation items; on SQLite and PostgreSQL. Bounded: fixed row and
-operation counts.
+nearly empty and again beside N other conversation items; background runs (queue, append events, replay,
+followers' progress, expired leases) with their tables empty and again beside N events of other runs; on
+SQLite and PostgreSQL. Bounded: fixed row and operation counts.
 
     python bench/store.py [--rows 1000000] [--backends sqlite,postgresql]
         [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
@@ -26,8 +27,9 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gateway.background import events as bg_events
 from gateway.store import Store, input_items_of
-from gateway.store.tables import INPUT, OUTPUT, conversation_items, conversations, items, responses
+from gateway.store.tables import INPUT, OUTPUT, conversation_items, conversations, events, items, responses, runs
 
 BATCH = 5000
 
@@ -158,6 +160,86 @@ def conversation(store: Store, name: str, table_rows: int) -> None:
         print(f"| {name} | conversation items: {label} | {table_rows:,} | {p50:.3f} | {p99:.3f} |", flush=True)
 
 
+def fill_events(store: Store, rows: int) -> None:
+    """rows events across rows / 30 ended background runs, a tenth of them the measured tenant's."""
+    body = orjson.dumps({"type": "response.output_text.delta", "delta": "hello"}).decode()
+    now = time.time()
+    per_run = 30
+    for start in range(0, rows // per_run, BATCH // per_run):
+        run_rows, event_rows = [], []
+        for n in range(start, min(rows // per_run, start + BATCH // per_run)):
+            rid = f"resp_bgfill_{n:012d}"
+            run_rows.append(
+                {
+                    "response_id": rid,
+                    "tenant": "t-bg" if n % 10 == 0 else f"t{n % 1000}",
+                    "status": "completed",
+                    "job": None,
+                    "owner": None,
+                    "lease_until": None,
+                    "last_seq": per_run - 1,
+                    "created_at": now,
+                    "ended_at": now,
+                }
+            )
+            event_rows += [
+                {"response_id": rid, "seq": q, "type": "response.output_text.delta", "body": body}
+                for q in range(per_run)
+            ]
+        with store.engine.begin() as conn:
+            conn.execute(runs.insert(), run_rows)
+            conn.execute(events.insert(), event_rows)
+
+
+def background(store: Store, name: str, table_rows: int) -> None:
+    """Background runs: queue one (the tenant's live runs counted), append batches of 3 events to it under its
+    lease, replay it, and the shared progress read of 200 followed runs.
+    """
+    bg = store.background
+    ids = []
+    submits, appends = [], []
+    for _ in range(200):
+        response = bg_events.queued({"model": "m"}, None, None)
+        t0 = time.perf_counter()
+        bg.submit(
+            tenant="t-bg",
+            provider="openai",
+            response=response,
+            input_items=input_items_of("hello"),
+            job="{}",
+            first_events=bg_events.opening(response),
+            limit=1000,
+        )
+        submits.append((time.perf_counter() - t0) * 1000)
+        ids.append(response["id"])
+        assert bg.claim(response["id"], "bench", time.time() + 60) is not None
+    delta = {"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "delta": "word"}
+    for seq in range(2, 2 + 3 * 100, 3):
+        batch = [{**delta, "sequence_number": seq + i} for i in range(3)]
+        t0 = time.perf_counter()
+        assert bg.append(ids[0], "bench", batch, time.time() + 60)
+        appends.append((time.perf_counter() - t0) * 1000)
+    for label, part in (("queue a run (limit counted)", submits), ("append a batch of 3 events", appends)):
+        part = sorted(part)
+        print(
+            f"| {name} | background: {label} | {table_rows:,} | {statistics.median(part):.3f} | "
+            f"{part[int(0.99 * len(part)) - 1]:.3f} |",
+            flush=True,
+        )
+    for label, fn, count in (
+        ("replay 300 events", lambda: bg.events_after(ids[0], -1, 500), 300),
+        ("progress of 200 followed runs", lambda: bg.progress(ids), 300),
+        ("expired leases", lambda: bg.expired(time.time()), 300),
+    ):
+        p50, p99 = timed(fn, count)
+        print(f"| {name} | background: {label} | {table_rows:,} | {p50:.3f} | {p99:.3f} |", flush=True)
+    with store.engine.begin() as conn:  # the measured runs go, so that a second pass starts alike
+        conn.execute(events.delete().where(events.c.response_id.in_(ids)))
+        conn.execute(runs.delete().where(runs.c.response_id.in_(ids)))
+        conn.execute(items.delete().where(items.c.response_id.in_(ids)))
+        conn.execute(responses.delete().where(responses.c.id.in_(ids)))
+
+
 def timed(fn, count: int) -> tuple[float, float]:
     samples = []
     for _ in range(count):
@@ -172,9 +254,12 @@ def run(name: str, url: str, rows: int) -> None:
     store = Store(url)
     store.migrate()
     conversation(store, name, 0)
-    print(f"{name}: filling {rows} responses and conversation items…", file=sys.stderr)
+    background(store, name, 0)
+    print(f"{name}: filling {rows} responses, conversation items and background events…", file=sys.stderr)
     fill_conversations(store, rows)
     conversation(store, name, rows)
+    fill_events(store, rows)
+    background(store, name, rows)
     ids = fill(store, rows)
     last = chain(store, 1000)
     rng = random.Random(1)
