@@ -30,7 +30,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import ROOT, UPSTREAM, UPSTREAM_KEY, UPSTREAM_PORT, Process, cpu_seconds
+from compare import ROOT, UPSTREAM, UPSTREAM_KEY, Process, cpu_seconds, fake_upstream
 
 DELTAS, FIRST_MS, GAP_MS = 20, 100, 100
 
@@ -49,22 +49,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="gunicorn workers (0: the default)")
     args = parser.parse_args()
 
-    upstream = Process(
-        "upstream",
-        [
-            sys.executable,
-            str(ROOT / "bench" / "fake_upstream.py"),
-            "--port",
-            str(UPSTREAM_PORT),
-            "--deltas",
-            str(DELTAS),
-            "--first-ms",
-            str(FIRST_MS),
-            "--gap-ms",
-            str(GAP_MS),
-        ],
-        f"http://127.0.0.1:{UPSTREAM_PORT}/v1/health",
-    )
+    upstream = fake_upstream(DELTAS, FIRST_MS, GAP_MS)
     store_dir = tempfile.mkdtemp(prefix="gateway-bench-bg-")
     store = f"{store_dir}/gateway.sqlite3"
     env = {

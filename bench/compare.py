@@ -123,6 +123,13 @@ class Process:
             self.proc.wait()
 
 
+def fake_upstream(deltas: int, first_ms: float, gap_ms: float) -> Process:
+    """bench/fake_upstream.py on UPSTREAM_PORT, streaming ``deltas`` deltas, the first after ``first_ms``."""
+    cmd = [sys.executable, str(ROOT / "bench/fake_upstream.py"), "--port", str(UPSTREAM_PORT)]
+    cmd += ["--deltas", str(deltas), "--first-ms", str(first_ms), "--gap-ms", str(gap_ms)]
+    return Process("fake-upstream", cmd, f"http://127.0.0.1:{UPSTREAM_PORT}/v1/health")
+
+
 # ------------------------------------------------------------------------------------------ targets
 def _free_store() -> str:
     return tempfile.mkdtemp(prefix="gateway-bench-store-")
@@ -611,22 +618,7 @@ def main() -> None:
             raise SystemExit(f"unknown peer {peer!r}: {', '.join(known)}")
         targets.append((peer, known[peer]))
 
-    fake = Process(
-        "fake-upstream",
-        [
-            sys.executable,
-            str(ROOT / "bench/fake_upstream.py"),
-            "--port",
-            str(UPSTREAM_PORT),
-            "--deltas",
-            str(args.deltas),
-            "--first-ms",
-            str(args.first_ms),
-            "--gap-ms",
-            str(args.gap_ms),
-        ],
-        f"http://127.0.0.1:{UPSTREAM_PORT}/v1/health",
-    )
+    fake = fake_upstream(args.deltas, args.first_ms, args.gap_ms)
     rounds: list[list[dict]] = []
     try:
         # Targets take turns within each round, so that drift in the machine (other load, thermal, page

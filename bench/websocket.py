@@ -24,10 +24,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import (  # the benchmark helpers live beside this script
-    ROOT,
-    UPSTREAM_PORT,
     Process,
     cpu_seconds,
+    fake_upstream,
     gateway,
     rss_mb,
     run_async,
@@ -108,22 +107,7 @@ def main() -> None:
     parser.add_argument("--provider", default="openai", choices=["openai", "fakechat"])
     args = parser.parse_args()
 
-    upstream = Process(
-        "upstream",
-        [
-            sys.executable,
-            str(ROOT / "bench" / "fake_upstream.py"),
-            "--port",
-            str(UPSTREAM_PORT),
-            "--deltas",
-            str(DELTAS),
-            "--first-ms",
-            str(FIRST_MS),
-            "--gap-ms",
-            str(GAP_MS),
-        ],
-        f"http://127.0.0.1:{UPSTREAM_PORT}/v1/health",
-    )
+    upstream = fake_upstream(DELTAS, FIRST_MS, GAP_MS)
     body = {"model": "m", "input": "hello", "store": False}
     try:
         with gateway(emulated=args.provider == "fakechat", workers=0) as target:
