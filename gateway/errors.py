@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flask import Flask, Response
@@ -97,6 +97,16 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+# What a client learns of a failure inside the gateway: nothing about internals.
+INTERNAL_ERROR = error_body("The gateway had an internal error.", "server_error", None, "internal_error")
+
+
+def note_error(trace: Any, err: GatewayError) -> None:
+    """Put a refused or failed request's error, and the provider it reached, in its trace (any transport)."""
+    trace.error = err.code or err.type
+    trace.provider = trace.provider or err.headers.get("x-portkey-provider")
+
+
 def not_found_response(response_id: str) -> NotFound:
     """The one 404 for a response that does not exist or belongs to another key: the two must not differ."""
     return NotFound(f"Response with id '{response_id}' not found.")
@@ -130,8 +140,7 @@ def init_app(app: Flask) -> None:
     def _gateway_error(err: GatewayError) -> Response:
         trace = g.get("trace")
         if trace is not None:
-            trace.error = err.code or err.type
-            trace.provider = trace.provider or err.headers.get("x-portkey-provider")
+            note_error(trace, err)
         return _render(err.body(), err.status, err.headers)
 
     @app.errorhandler(HTTPException)
@@ -154,4 +163,4 @@ def init_app(app: Flask) -> None:
     def _unexpected(err: Exception) -> Response:
         # The traceback goes to the log only; the client learns nothing about internals.
         log.exception("unhandled error")
-        return _render(error_body("The gateway had an internal error.", "server_error", None, "internal_error"), 500)
+        return _render(INTERNAL_ERROR, 500)

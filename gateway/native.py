@@ -11,9 +11,9 @@ from . import sse
 from .errors import GatewayError, StoreUnavailable, UpstreamError
 from .reply import Reply, error_event, json_reply, opened_events, passed_headers, send
 from .routing import Target
+from .store.background import TERMINAL_EVENTS
 from .upstream import Upstream, UpstreamResponse
 
-TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
 # Terminal events that acknowledge a result: sent only once the record is committed.
 SUCCESS_EVENTS = frozenset({"response.completed", "response.incomplete"})
 
@@ -117,8 +117,6 @@ def path_of(response_id: str, suffix: str = "") -> str:
     return "/responses/" + quote(response_id, safe="") + suffix
 
 
-_path = path_of
-
 
 def retrieve(
     upstream: Upstream, target: Target, response_id: str, query: Mapping[str, Any], client_headers: Mapping[str, str]
@@ -126,7 +124,7 @@ def retrieve(
     """GET a response; with ``stream=true`` the provider's replay comes through as SSE."""
     stream = bool(query.get("stream"))
     resp = send(
-        upstream, target, "GET", _path(response_id), client_headers, stream=stream, params=_params(target, query)
+        upstream, target, "GET", path_of(response_id), client_headers, stream=stream, params=_params(target, query)
     )
     if stream and resp.status < 300 and resp.content_type == "text/event-stream":
         return Reply(200, passed_headers(resp), stream=relay_events(resp), abort=resp.abort)
@@ -134,13 +132,13 @@ def retrieve(
 
 
 def delete(upstream: Upstream, target: Target, response_id: str, client_headers: Mapping[str, str]) -> Reply:
-    return json_reply(send(upstream, target, "DELETE", _path(response_id), client_headers))
+    return json_reply(send(upstream, target, "DELETE", path_of(response_id), client_headers))
 
 
 def input_items(
     upstream: Upstream, target: Target, response_id: str, query: Mapping[str, Any], client_headers: Mapping[str, str]
 ) -> Reply:
-    path = _path(response_id, "/input_items")
+    path = path_of(response_id, "/input_items")
     return json_reply(send(upstream, target, "GET", path, client_headers, params=_params(target, query)))
 
 

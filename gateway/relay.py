@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from . import compaction, emulation, native, routing, warmup
+from . import compaction, emulation, native, routing, tokens, warmup
 from .auth import Caller
 from .errors import (
     GatewayError,
@@ -28,7 +28,6 @@ from .memory import ConnectionMemory
 from .observe import Trace
 from .reply import Reply
 from .routing import Target
-from .schemas import MAX_BODY_DEPTH, check_depth
 from .services import Services
 from .store import StoredResponse, input_items_of, mint_item_id
 from .tokens import count_offline
@@ -177,15 +176,14 @@ def create(
     caller: Caller,
     headers: Mapping[str, str],
     body: dict,
-    raw: bytes,
     trace: Trace | None = None,
     *,
     memory: ConnectionMemory | None = None,
     generate: bool = True,
     run: Any = None,
 ) -> tuple[Reply, Target]:
-    """POST /v1/responses. ``body`` is the validated request, ``raw`` its bytes as received (for a quick
-    nesting check; the parsed body is what is forwarded).
+    """POST /v1/responses. ``body`` is the validated request, parsed by ``schemas.json_object`` (so nested no
+    deeper than the store can keep); the parsed body is what is forwarded.
 
     Each target is tried in turn, with its retries; the first success answers. The record is written
     before the reply (or a stream's terminal event) leaves, so a follow-up turn on any worker or host
@@ -199,29 +197,14 @@ def create(
     With ``background``, the checks are made here and the response is queued (see ``background.submit``);
     a consumer runs it later through this same function, passing its ``run``.
     """
-    check_depth(body, raw, MAX_BODY_DEPTH)
     if body.get("background") and body.get("store") is False:
         raise InvalidRequest(
             "Background responses must be stored: remove store: false, or background.", param="store"
         )
-    prev_id, prev, conv_id, history = _context(svc, caller, body, memory)
-    targets = svc.router.targets(headers, caller)
     keep = body.get("store") is not False
-    # Items of a conversation need ids even when the response itself is not kept.
-    turn_input = _turn_input(svc, caller, body.get("input"), keep or conv_id is not None)
-    compaction.expand(svc.sealer, caller.tenant, turn_input.items)  # a foreign item is a 400 before any call
-    turn = Turn(
-        body={k: v for k, v in body.items() if k != "conversation"},
-        prev_id=prev_id,
-        prev=prev,
-        keep=keep,
-        input=turn_input,
-        conversation=conv_id,
-        history=history,
-        memory=memory,
-        generate=generate,
-        run=run,
-    )
+    turn = _turn(svc, caller, body, keep=keep, memory=memory, generate=generate, run=run)
+    targets = svc.router.targets(headers, caller)
+    prev_id, conv_id, turn_input = turn.prev_id, turn.conversation, turn.input
     trace = trace or Trace(trace_id="", method="POST", path="/v1/responses")
     if body.get("background") and run is None:
         reply = svc.background.submit(
@@ -657,25 +640,46 @@ def models(
 
 
 # ------------------------------------------------------------------------------------------ compact, count
-def _request_items(svc: Services, caller: Caller, body: dict) -> tuple[Turn, list[dict]]:
-    """A compact or count request as a Turn, with its stored history (conversation or previous response)."""
-    prev_id, prev, conv_id, history = _context(svc, caller, body)
-    items = _turn_input(svc, caller, body.get("input"), False)
-    items.check_resolved()
-    compaction.expand(svc.sealer, caller.tenant, items.items)
-    turn = Turn(
-        body={k: v for k, v in body.items() if k != "conversation"},
+def _turn(
+    svc: Services,
+    caller: Caller,
+    body: dict,
+    *,
+    keep: bool,
+    memory: ConnectionMemory | None = None,
+    generate: bool = True,
+    run: Any = None,
+) -> Turn:
+    """A request as a Turn: its context (previous response or conversation) and its input, references
+    resolved. Raises the 400s of a foreign compaction item before any provider is called.
+    """
+    prev_id, prev, conv_id, history = _context(svc, caller, body, memory)
+    # Items of a conversation need ids even when the response itself is not kept.
+    turn_input = _turn_input(svc, caller, body.get("input"), keep or conv_id is not None)
+    compaction.expand(svc.sealer, caller.tenant, turn_input.items)
+    return Turn(
+        # The provider never sees a conversation id; copied only when there is one to take out.
+        body={k: v for k, v in body.items() if k != "conversation"} if "conversation" in body else body,
         prev_id=prev_id,
         prev=prev,
-        keep=False,
-        input=items,
+        keep=keep,
+        input=turn_input,
         conversation=conv_id,
         history=history,
+        memory=memory,
+        generate=generate,
+        run=run,
     )
-    return turn, history or []
 
 
-def _stored_history(svc: Services, caller: Caller, turn: Turn, target: Target) -> list[dict]:
+def _request_items(svc: Services, caller: Caller, body: dict) -> Turn:
+    """A compact or count request as a Turn: nothing of it is kept, and every reference must resolve."""
+    turn = _turn(svc, caller, body, keep=False)
+    turn.input.check_resolved()
+    return turn
+
+
+def _stored_history(svc: Services, caller: Caller, turn: Turn) -> list[dict]:
     """The history the gateway holds for ``turn``: its conversation's, or its previous response chain's."""
     if turn.history is not None:
         return turn.history
@@ -697,7 +701,7 @@ def _passed_through(svc: Services, caller: Caller, turn: Turn, target: Target) -
         if not compaction.has_ours(turn.input.items):
             return orjson.dumps(body)
         return orjson.dumps({**body, "input": compaction.expand(svc.sealer, caller.tenant, items)})
-    history = _stored_history(svc, caller, turn, target)
+    history = _stored_history(svc, caller, turn)
     inlined = {k: v for k, v in body.items() if k != "previous_response_id"}
     inlined["input"] = compaction.expand(svc.sealer, caller.tenant, history + items)
     return orjson.dumps(inlined)
@@ -709,13 +713,13 @@ def compact(
     """POST /v1/responses/compact: the provider's own where the catalogue says it has one; otherwise the
     gateway asks the model for a summary and answers a ``response.compaction`` with its opaque item.
     """
-    turn, _ = _request_items(svc, caller, body)
+    turn = _request_items(svc, caller, body)
 
     def call(target: Target) -> Reply:
         if target.provider.native and target.provider.compact:
             payload = _passed_through(svc, caller, turn, target)
             return native.post(svc.upstream, target, "/responses/compact", payload, headers)
-        history = _stored_history(svc, caller, turn, target)
+        history = _stored_history(svc, caller, turn)
         items = compaction.expand(svc.sealer, caller.tenant, history + turn.input.items)
         if turn.body.get("instructions"):
             items = [{"type": "message", "role": "developer", "content": turn.body["instructions"]}, *items]
@@ -739,9 +743,7 @@ def input_tokens(
     """POST /v1/responses/input_tokens: the provider's own count where it has one (the Responses endpoint,
     or its own counting endpoint, translated); otherwise an offline count, marked as an estimate.
     """
-    from . import tokens
-
-    turn, _ = _request_items(svc, caller, body)
+    turn = _request_items(svc, caller, body)
 
     def call(target: Target) -> Reply:
         provider = target.provider
@@ -750,7 +752,7 @@ def input_tokens(
             reply = native.post(svc.upstream, target, "/responses/input_tokens", payload, headers)
             reply.headers[TOKEN_COUNT_HEADER] = "provider"
             return reply
-        history = compaction.expand(svc.sealer, caller.tenant, _stored_history(svc, caller, turn, target))
+        history = compaction.expand(svc.sealer, caller.tenant, _stored_history(svc, caller, turn))
         new = compaction.expand(svc.sealer, caller.tenant, turn.input.items)
         model = turn.body.get("model") or ""
         chat = emulation.request.to_chat(
@@ -766,7 +768,7 @@ def input_tokens(
                 return counted
             count, source = counted, "provider"
         else:
-            count, source = tokens.count_offline(model, chat)[0], "estimate"
+            count, source = count_offline(model, chat)[0], "estimate"
         reply = _json({"object": "response.input_tokens", "input_tokens": count})
         reply.headers[TOKEN_COUNT_HEADER] = source
         return reply

@@ -303,9 +303,6 @@ class _MockBody(io.RawIOBase):
                 raise u3.ProtocolError("the mock stream was aborted")
             yield chunk
 
-    def read1(self, amt: int = -1, decode_content: bool = True) -> bytes:
-        return next(self._chunks, b"")
-
     def shutdown(self) -> None:
         self._aborted = True
 

@@ -105,6 +105,24 @@ def test_a_deep_body_names_its_field(client, fake):
     assert "128" in resp.json["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/conversations", {"items": [{"role": "user", "content": "x", "deep": nest(300)}]}),
+        ("POST", "/v1/conversations/conv_x", {"metadata": {"k": "v"}, "deep": nest(300)}),
+        ("POST", "/v1/conversations/conv_x/items", {"items": [{"role": "user", "content": "x", "deep": nest(300)}]}),
+        ("POST", "/v1/responses/compact", {"model": "m", "input": "x", "deep": nest(300)}),
+        ("POST", "/v1/responses/input_tokens", {"model": "m", "input": "x", "deep": nest(300)}),
+    ],
+)
+def test_every_json_endpoint_refuses_what_the_store_cannot_keep(client, fake, method, path, body):
+    # Conversations stored such items until every JSON body was parsed through one checked door: a 500.
+    resp = client.open(path, method=method, data=to_json(body), headers={**H, "Content-Type": "application/json"})
+    assert resp.status_code == 400, resp.get_data()[:300]
+    assert resp.json["error"]["code"] == "nested_too_deep"
+    assert fake.requests == []
+
+
 def test_a_body_just_under_the_limit_is_stored_and_read_back(client, fake):
     body = {"model": "m", "input": [{"role": "user", "content": "x", "deep": {"a": nest(100)}}]}
     resp = client.post("/v1/responses", json=body, headers=H)

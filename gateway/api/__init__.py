@@ -15,9 +15,12 @@ from collections.abc import Callable, Iterator
 from flask import Flask, Response, g, request, stream_with_context
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from ..auth import Caller
+from ..errors import GatewayError
 from ..observe import Trace
 from ..reply import Reply
-from ..services import current_services
+from ..schemas import json_object
+from ..services import Services, current_services
 
 _TRACE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -60,6 +63,23 @@ def init_app(app: Flask) -> None:
         # Called when the last byte has gone, or the client went away: for streams that is their real end.
         resp.call_on_close(lambda: observer.finish(trace))
         return resp
+
+
+def json_body() -> dict:
+    """The request body as a JSON object the store can keep. 400/413/415 for anything else."""
+    mimetype = request.mimetype
+    if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise GatewayError(
+            f"Content-Type must be application/json, not {mimetype}.", status=415, code="unsupported_media_type"
+        )
+    return json_object(request.get_data(cache=False), "The request body", "The request body must be a JSON object.")
+
+
+def caller_of(svc: Services) -> Caller:
+    """The request's caller (401 without a usable key), noted in the request's trace."""
+    caller = svc.auth.caller(request.headers)
+    g.trace.tenant = caller.tenant
+    return caller
 
 
 def _read_chunked_body(limit: int | None) -> None:

@@ -21,7 +21,7 @@ from ..schemas.conversations import (
 )
 from ..schemas.responses import query_dict
 from ..services import current_services
-from .responses import _caller, _json_body
+from . import caller_of, json_body
 from .v1 import V1Blueprint
 
 bp = V1Blueprint("conversations", __name__)
@@ -47,37 +47,37 @@ def _json(data: dict) -> Response:
 @bp.post("/conversations")
 def create() -> Response:
     svc = current_services()
-    caller = _caller(svc)
-    body = validate(_create_schema, _json_body()[0])
+    caller = caller_of(svc)
+    body = validate(_create_schema, json_body())
     return _json(conversations.create(svc, caller, body))
 
 
 @bp.get("/conversations/<conversation_id>")
 def retrieve(conversation_id: str) -> Response:
     svc = current_services()
-    caller = _caller(svc)
+    caller = caller_of(svc)
     return _json(conversations.retrieve(svc, caller, _id(conversation_id, "conversation_id")))
 
 
 @bp.post("/conversations/<conversation_id>")
 def update(conversation_id: str) -> Response:
     svc = current_services()
-    caller = _caller(svc)
-    body = validate(_update_schema, _json_body()[0])
+    caller = caller_of(svc)
+    body = validate(_update_schema, json_body())
     return _json(conversations.update(svc, caller, _id(conversation_id, "conversation_id"), body["metadata"]))
 
 
 @bp.delete("/conversations/<conversation_id>")
 def delete(conversation_id: str) -> Response:
     svc = current_services()
-    caller = _caller(svc)
+    caller = caller_of(svc)
     return _json(conversations.delete(svc, caller, _id(conversation_id, "conversation_id")))
 
 
 @bp.get("/conversations/<conversation_id>/items")
 def list_items(conversation_id: str) -> Response:
     svc = current_services()
-    caller = _caller(svc)
+    caller = caller_of(svc)
     query = validate(_items_schema, query_dict(request.args))
     return _json(conversations.list_items(svc, caller, _id(conversation_id, "conversation_id"), query))
 
@@ -85,16 +85,16 @@ def list_items(conversation_id: str) -> Response:
 @bp.post("/conversations/<conversation_id>/items")
 def add_items(conversation_id: str) -> Response:
     svc = current_services()
-    caller = _caller(svc)
+    caller = caller_of(svc)
     validate(_item_schema, query_dict(request.args))
-    body = validate(_add_schema, _json_body()[0])
+    body = validate(_add_schema, json_body())
     return _json(conversations.add_items(svc, caller, _id(conversation_id, "conversation_id"), body["items"]))
 
 
 @bp.get("/conversations/<conversation_id>/items/<item_id>")
 def retrieve_item(conversation_id: str, item_id: str) -> Response:
     svc = current_services()
-    caller = _caller(svc)
+    caller = caller_of(svc)
     validate(_item_schema, query_dict(request.args))
     conv = _id(conversation_id, "conversation_id")
     return _json(conversations.retrieve_item(svc, caller, conv, _id(item_id, "item_id")))
@@ -103,6 +103,6 @@ def retrieve_item(conversation_id: str, item_id: str) -> Response:
 @bp.delete("/conversations/<conversation_id>/items/<item_id>")
 def delete_item(conversation_id: str, item_id: str) -> Response:
     svc = current_services()
-    caller = _caller(svc)
+    caller = caller_of(svc)
     conv = _id(conversation_id, "conversation_id")
     return _json(conversations.delete_item(svc, caller, conv, _id(item_id, "item_id")))

@@ -9,7 +9,7 @@ from flask import Response, g, request
 from .. import relay
 from ..errors import InvalidRequest
 from ..services import current_services
-from . import to_response
+from . import caller_of, to_response
 from .v1 import V1Blueprint
 
 bp = V1Blueprint("models", __name__)
@@ -28,8 +28,7 @@ def _model_id(model_id: str) -> str:
 @bp.get("/models")
 def list_models() -> Response:
     svc = current_services()
-    caller = svc.auth.caller(request.headers)
-    g.trace.tenant = caller.tenant
+    caller = caller_of(svc)
     reply, target = relay.models(svc, caller, request.headers, None, g.trace)
     return to_response(reply, target.provider.name)
 
@@ -38,7 +37,6 @@ def list_models() -> Response:
 def retrieve_model(model_id: str) -> Response:
     svc = current_services()
     model_id = _model_id(model_id)
-    caller = svc.auth.caller(request.headers)
-    g.trace.tenant = caller.tenant
+    caller = caller_of(svc)
     reply, target = relay.models(svc, caller, request.headers, model_id, g.trace)
     return to_response(reply, target.provider.name)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import re
 
-import orjson
 from flask import Response, g, request
 
 from .. import relay
-from ..auth import Caller
-from ..errors import GatewayError, InvalidRequest
-from ..schemas import MAX_BODY_DEPTH, check_depth, validate
+from ..errors import InvalidRequest
+from ..schemas import validate
 from ..schemas.responses import (
     CompactSchema,
     CreateResponseSchema,
@@ -19,8 +17,8 @@ from ..schemas.responses import (
     RetrieveQuerySchema,
     query_dict,
 )
-from ..services import Services, current_services
-from . import to_response
+from ..services import current_services
+from . import caller_of, json_body, to_response
 from .v1 import V1Blueprint
 
 bp = V1Blueprint("responses", __name__)
@@ -34,29 +32,6 @@ _count_schema = InputTokensSchema()
 _RESPONSE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.:-]{0,255}$")
 
 
-def _json_body() -> tuple[dict, bytes]:
-    """The request body as a JSON object, and its bytes. 400/413/415 for anything else."""
-    mimetype = request.mimetype
-    if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise GatewayError(
-            f"Content-Type must be application/json, not {mimetype}.", status=415, code="unsupported_media_type"
-        )
-    raw = request.get_data(cache=False)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON ({exc.msg}).", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
-    return body, raw
-
-
-def _caller(svc: Services) -> Caller:
-    caller = svc.auth.caller(request.headers)
-    g.trace.tenant = caller.tenant
-    return caller
-
-
 def _response_id(response_id: str) -> str:
     if not _RESPONSE_ID.match(response_id):
         raise InvalidRequest(f"Invalid response id '{response_id[:64]}'.", param="response_id")
@@ -66,14 +41,14 @@ def _response_id(response_id: str) -> str:
 @bp.post("/responses")
 def create() -> Response:
     svc = current_services()
-    body, raw = _json_body()
+    body = json_body()
     validate(_create_schema, body)
     trace = g.trace
     trace.model, trace.stream = body.get("model"), bool(body.get("stream"))
     if svc.observer.log_prompts:
         trace.prompt = {"instructions": body.get("instructions"), "input": body.get("input")}
-    caller = _caller(svc)
-    reply, target = relay.create(svc, caller, request.headers, body, raw, trace)
+    caller = caller_of(svc)
+    reply, target = relay.create(svc, caller, request.headers, body, trace)
     return to_response(reply, target.provider.name)
 
 
@@ -81,7 +56,7 @@ def create() -> Response:
 def retrieve(response_id: str) -> Response:
     svc = current_services()
     query = validate(_retrieve_schema, query_dict(request.args))
-    caller = _caller(svc)
+    caller = caller_of(svc)
     reply, target = relay.retrieve(svc, caller, request.headers, _response_id(response_id), query)
     return to_response(reply, target.provider.name)
 
@@ -89,7 +64,7 @@ def retrieve(response_id: str) -> Response:
 @bp.delete("/responses/<response_id>")
 def delete(response_id: str) -> Response:
     svc = current_services()
-    caller = _caller(svc)
+    caller = caller_of(svc)
     reply, target = relay.delete(svc, caller, request.headers, _response_id(response_id))
     return to_response(reply, target.provider.name)
 
@@ -98,7 +73,7 @@ def delete(response_id: str) -> Response:
 def input_items(response_id: str) -> Response:
     svc = current_services()
     query = validate(_items_schema, query_dict(request.args))
-    caller = _caller(svc)
+    caller = caller_of(svc)
     reply, target = relay.input_items(svc, caller, request.headers, _response_id(response_id), query)
     return to_response(reply, target.provider.name)
 
@@ -106,9 +81,8 @@ def input_items(response_id: str) -> Response:
 @bp.post("/responses/compact")
 def compact() -> Response:
     svc = current_services()
-    caller = _caller(svc)  # who asks comes first: no key is a 401 whatever the body
-    body, raw = _json_body()
-    check_depth(body, raw, MAX_BODY_DEPTH)
+    caller = caller_of(svc)  # who asks comes first: no key is a 401 whatever the body
+    body = json_body()
     validate(_compact_schema, body)
     g.trace.model = body.get("model")
     reply, target = relay.compact(svc, caller, request.headers, body, g.trace)
@@ -118,9 +92,8 @@ def compact() -> Response:
 @bp.post("/responses/input_tokens")
 def input_tokens() -> Response:
     svc = current_services()
-    caller = _caller(svc)  # who asks comes first: no key is a 401 whatever the body
-    body, raw = _json_body()
-    check_depth(body, raw, MAX_BODY_DEPTH)
+    caller = caller_of(svc)  # who asks comes first: no key is a 401 whatever the body
+    body = json_body()
     validate(_count_schema, body)
     g.trace.model = body.get("model")
     reply, target = relay.input_tokens(svc, caller, request.headers, body, g.trace)
@@ -130,6 +103,6 @@ def input_tokens() -> Response:
 @bp.post("/responses/<response_id>/cancel")
 def cancel(response_id: str) -> Response:
     svc = current_services()
-    caller = _caller(svc)
+    caller = caller_of(svc)
     reply, target = relay.cancel(svc, caller, request.headers, _response_id(response_id))
     return to_response(reply, target.provider.name)

@@ -24,11 +24,11 @@ from flask import Response, g, request
 
 from .. import relay, sse
 from ..auth import Caller
-from ..errors import GatewayError, InvalidRequest
+from ..errors import INTERNAL_ERROR, GatewayError, InvalidRequest, note_error
 from ..memory import ConnectionMemory
 from ..observe import Trace
 from ..reply import Reply
-from ..schemas import validate
+from ..schemas import json_object, validate
 from ..schemas.responses import CreateResponseSchema
 from ..services import Services, current_services
 from . import _TRACE_ID, _observed
@@ -211,13 +211,12 @@ class Connection:
         trace = Trace(trace_id=trace_id, method="WEBSOCKET", path="/v1/responses", tenant=self.caller.tenant)
         stream_id = None
         try:
-            frame, raw = self._parse(message)
+            frame = self._parse(message)
             stream_id = frame.get("stream_id") if isinstance(frame.get("stream_id"), str) else None
-            self._create(frame, raw, trace, stream_id)
+            self._create(frame, trace, stream_id)
         except GatewayError as err:
             trace.status = err.status
-            trace.error = err.code or err.type
-            trace.provider = trace.provider or err.headers.get("x-portkey-provider")
+            note_error(trace, err)
             self._send_error(err.status, err.body()["error"], err.headers, stream_id)
         except simple_websocket.ConnectionClosed:
             trace.status = trace.status or 499  # the client closed the connection mid-turn
@@ -226,12 +225,11 @@ class Connection:
             log.exception("unhandled error on a WebSocket turn")
             trace.status = 500
             trace.error = "internal_error"
-            body = {"message": "The gateway had an internal error.", "type": "server_error", "param": None}
-            self._send_error(500, {**body, "code": "internal_error"}, {}, stream_id)
+            self._send_error(500, INTERNAL_ERROR["error"], {}, stream_id)
         finally:
             self.svc.observer.finish(trace)
 
-    def _parse(self, message: str | bytes) -> tuple[dict, bytes]:
+    def _parse(self, message: str | bytes) -> dict:
         if isinstance(message, bytes):
             raise InvalidRequest("Frames are JSON text; this one is binary.", code="invalid_frame")
         raw = message.encode()
@@ -242,15 +240,10 @@ class Connection:
                 status=413,
                 code="request_too_large",
             )
-        try:
-            frame = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(f"The frame is not valid JSON ({exc.msg}).", code="invalid_json") from None
-        if not isinstance(frame, dict):
-            raise InvalidRequest("A frame must be a JSON object.", code="invalid_json")
+        frame = json_object(raw, "The frame", "A frame must be a JSON object.")
         kind = frame.get("type")
         if kind == "response.create":
-            return frame, raw
+            return frame
         if not isinstance(kind, str):
             raise InvalidRequest("A frame needs a `type` string, e.g. response.create.", param="type")
         if kind in _UNSUPPORTED:
@@ -261,7 +254,7 @@ class Connection:
             code="unknown_event",
         )
 
-    def _create(self, frame: dict, raw: bytes, trace: Trace, stream_id: str | None) -> None:
+    def _create(self, frame: dict, trace: Trace, stream_id: str | None) -> None:
         generate = frame.get("generate")
         if generate is not None and not isinstance(generate, bool):
             raise InvalidRequest("`generate` must be a boolean.", param="generate", code="invalid_type")
@@ -280,7 +273,7 @@ class Connection:
         if self.svc.observer.log_prompts:
             trace.prompt = {"instructions": body.get("instructions"), "input": body.get("input")}
         reply, target = relay.create(
-            self.svc, self.caller, self.headers, body, raw, trace, memory=self.memory, generate=generate is not False
+            self.svc, self.caller, self.headers, body, trace, memory=self.memory, generate=generate is not False
         )
         trace.provider = target.provider.name
         trace.status = reply.status

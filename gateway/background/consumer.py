@@ -153,7 +153,7 @@ class Run:
         started = time.monotonic()
         try:
             reply, _ = relay.create(
-                svc, caller, Headers(job.headers), job.body, orjson.dumps(job.body), trace, run=self
+                svc, caller, Headers(job.headers), job.body, trace, run=self
             )
         except StoreUnavailable:
             log.warning("background response %s: store unavailable; its lease will run out", self.response_id)

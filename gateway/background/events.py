@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from ..emulation import response as build
 from ..errors import GatewayError
-from ..reply import error_event, error_payload
+from ..reply import error_payload
 
 CANCELLED_MESSAGE = "The response was cancelled (POST /v1/responses/{id}/cancel)."
 
@@ -117,6 +117,3 @@ def frame(kind: str, body: str) -> bytes:
     """A stored event as SSE, as it was first sent."""
     return b"event: " + kind.encode() + b"\ndata: " + body.encode() + b"\n\n"
 
-
-def error_frame(seq: int, err: GatewayError) -> bytes:
-    return error_event(seq, err)

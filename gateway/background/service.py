@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import GatewayError, InvalidRequest, NotFound, StoreUnavailable
-from ..reply import Reply
+from ..errors import GatewayError, InvalidRequest, NotFound, StoreUnavailable, not_found_response
+from ..reply import Reply, error_event
 from ..store.background import TERMINAL_EVENTS, LimitReached, RunState
 from . import events
 from .queue import make_queue
@@ -198,7 +198,7 @@ class Background:
                 return ended
         latest = self.store.get(record.tenant, record.id)
         if latest is None:
-            raise _not_found(record.id)
+            raise not_found_response(record.id)
         state = self.store.background.state(record.id)
         if state is None or not state.live:
             return latest.body
@@ -249,7 +249,7 @@ class Background:
             try:
                 rows = self.store.background.events_after(response_id, last, _PAGE)
             except StoreUnavailable as exc:
-                yield events.error_frame(last + 1, exc)
+                yield error_event(last + 1, exc)
                 return
             for seq, kind, body in rows:
                 yield events.frame(kind, body)
@@ -267,10 +267,6 @@ class Background:
                 return
             if progress.expired(time.time()):
                 self.expire(response_id)
-
-
-def _not_found(response_id: str) -> NotFound:
-    return NotFound(f"Response with id '{response_id}' not found.")
 
 
 class Watch:

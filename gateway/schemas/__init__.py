@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from marshmallow import Schema, ValidationError
 
 from ..errors import InvalidRequest
@@ -77,3 +78,18 @@ def check_depth(data: Any, raw: bytes | None, limit: int, where: str | None = No
         for key, child in children:
             if isinstance(child, dict | list):
                 stack.append((child, depth + 1, top if top is not None else str(key)))
+
+
+def json_object(raw: bytes, what: str, not_an_object: str) -> dict:
+    """``raw`` parsed as a JSON object the store can keep: 400 ``invalid_json`` for anything else, and
+    ``nested_too_deep`` for one nested deeper than ``MAX_BODY_DEPTH``. Every door (HTTP bodies, WebSocket
+    frames) parses through here, so each endpoint gets the same limit.
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"{what} is not valid JSON ({exc.msg}).", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest(not_an_object, code="invalid_json")
+    check_depth(data, raw, MAX_BODY_DEPTH)
+    return data

@@ -160,17 +160,6 @@ class BackgroundStore:
 
         self._store._call("background_submit", write, retry_for=self._store.write_timeout)
 
-    def live_count(self, tenant: str) -> int:
-        def read() -> int:
-            with self._engine.connect() as conn:
-                return conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(runs)
-                    .where(runs.c.tenant == tenant, runs.c.status.in_(ACTIVE))
-                ).scalar_one()
-
-        return self._store._call("background_live_count", read)
-
     # ------------------------------------------------------------------ the consumer's side
     def claim(self, response_id: str, owner: str, lease_until: float) -> Claimed | None:
         """Take a queued run for ``owner``; None when it is no longer queued (cancelled, deleted, taken)."""
