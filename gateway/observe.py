@@ -73,6 +73,9 @@ class Observer:
         # share "other", so no caller can grow the metrics without end.
         self._max_models = max_models
         self._models: set[str] = set()
+        # Each metric's child per label values, looked up once: prometheus_client's labels() checks and
+        # converts the values and takes a lock on every call. Bounded as the label values are.
+        self._children: dict[tuple, Any] = {}
         self.registry = CollectorRegistry()
         labels = ("provider", "model", "mode", "status")
         r = self.registry
@@ -112,11 +115,18 @@ class Observer:
             registry=r,
         )
 
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def store_op(self, operation: str, seconds: float, error: str | None) -> None:
         """The store's hook: every operation's latency, and its failures."""
-        self.store_latency.labels(operation).observe(seconds)
+        self._child(self.store_latency, operation).observe(seconds)
         if error is not None:
-            self.store_errors.labels(operation, error).inc()
+            self._child(self.store_errors, operation, error).inc()
 
     def _model_label(self, trace: Trace) -> str:
         model = trace.model
@@ -136,18 +146,21 @@ class Observer:
         """Count and log a request once its last byte has gone (or the client went away)."""
         endpoint = trace.path
         provider, model, mode = trace.provider or "", self._model_label(trace), trace.mode or ""
-        self.requests.labels(endpoint, provider, model, mode, str(trace.status)).inc()
-        self.latency.labels(endpoint, provider, mode).observe(time.perf_counter() - trace.started)
+        child = self._child
+        child(self.requests, endpoint, provider, model, mode, str(trace.status)).inc()
+        child(self.latency, endpoint, provider, mode).observe(time.perf_counter() - trace.started)
         if trace.upstream_ms is not None:
-            self.upstream_latency.labels(provider, mode, str(trace.stream).lower()).observe(trace.upstream_ms / 1000)
+            child(self.upstream_latency, provider, mode, "true" if trace.stream else "false").observe(
+                trace.upstream_ms / 1000
+            )
         if trace.first_event_ms is not None:
-            self.first_event.labels(provider, mode).observe(trace.first_event_ms / 1000)
+            child(self.first_event, provider, mode).observe(trace.first_event_ms / 1000)
         if trace.input_tokens:
-            self.tokens.labels(provider, model, "in").inc(trace.input_tokens)
+            child(self.tokens, provider, model, "in").inc(trace.input_tokens)
         if trace.output_tokens:
-            self.tokens.labels(provider, model, "out").inc(trace.output_tokens)
+            child(self.tokens, provider, model, "out").inc(trace.output_tokens)
         if trace.retries:
-            self.retries.labels(provider).inc(trace.retries)
+            child(self.retries, provider).inc(trace.retries)
         if trace.fallbacks:
             self.fallbacks.inc(trace.fallbacks)
         if access_log.isEnabledFor(logging.INFO):
