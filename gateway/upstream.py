@@ -208,6 +208,7 @@ class _Adapter(HTTPAdapter):
     - The liveness check of a pooled connection before reuse: urllib3 asks ``select.poll`` whether the socket
       is readable, which under gevent is the patched poll, building watchers and a greenlet switch for a
       zero-second wait. The unpatched poll answers the same question with one system call.
+    - Two sends per request where one does (``_OneSend``).
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -218,8 +219,19 @@ class _Adapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        if _greenlets():
-            self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def get_connection_with_tls_context(
+        self, request: requests.PreparedRequest, verify: Any, proxies: Any = None, cert: Any = None
+    ) -> Any:
+        if proxies:
+            return super().get_connection_with_tls_context(request, verify, proxies, cert)
+        # requests' own path for a call without a proxy, less the URL parse that finds no proxy.
+        try:
+            host_params, pool_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
+        except ValueError as exc:
+            raise requests.exceptions.InvalidURL(exc, request=request) from None
+        return self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
 
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: Any, cert: Any = None
@@ -276,16 +288,64 @@ def _unpatched_poll() -> Any:
     return _unpatched_poll_factory()()
 
 
-class _HTTPConnection(urllib3.connection.HTTPConnection):
+class _OneSend:
+    """A request's head sent with its body in one send, where http.client sends them apart: two system
+    calls, and two packets (urllib3 sets TCP_NODELAY) that wake the provider twice.
+
+    The head is held from ``endheaders`` until the first piece of body, or until the response is awaited
+    (a request without a body). Under gevent the connection is liveness-checked with the unpatched poll.
+    """
+
+    _head: bytes | None = None
+    _holding = False
+
+    def putrequest(self, *args: Any, **kwargs: Any) -> None:
+        self._head = None
+        super().putrequest(*args, **kwargs)  # type: ignore[misc]
+
+    def endheaders(self, message_body: Any = None, *, encode_chunked: bool = False) -> None:
+        if self.sock is None:  # type: ignore[attr-defined]
+            # Connect here, as http.client's first send would: a held head must not move the connect (and
+            # its timeout and errors) into getresponse.
+            self.connect()  # type: ignore[attr-defined]
+        self._holding = message_body is None
+        try:
+            super().endheaders(message_body, encode_chunked=encode_chunked)  # type: ignore[misc]
+        finally:
+            self._holding = False
+
+    def send(self, data: Any) -> None:
+        if self._holding and isinstance(data, bytes):
+            self._head = data
+            return
+        head, self._head = self._head, None
+        if head is not None:
+            if isinstance(data, bytes | bytearray):
+                data = head + data
+            else:
+                super().send(head)  # type: ignore[misc]
+        super().send(data)  # type: ignore[misc]
+
+    def getresponse(self) -> Any:
+        head, self._head = self._head, None
+        if head is not None:
+            super().send(head)  # type: ignore[misc]
+        return super().getresponse()  # type: ignore[misc]
+
     @property
     def is_connected(self) -> bool:
-        return self.sock is not None and not _readable_now(self.sock)
+        sock = self.sock  # type: ignore[attr-defined]
+        if not _greenlets():
+            return super().is_connected  # type: ignore[misc]
+        return sock is not None and not _readable_now(sock)
 
 
-class _HTTPSConnection(urllib3.connection.HTTPSConnection):
-    @property
-    def is_connected(self) -> bool:
-        return self.sock is not None and not _readable_now(self.sock)
+class _HTTPConnection(_OneSend, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_OneSend, urllib3.connection.HTTPSConnection):
+    pass
 
 
 class _HTTPPool(urllib3.HTTPConnectionPool):
