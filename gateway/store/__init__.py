@@ -26,6 +26,7 @@ from sqlalchemy.pool import StaticPool
 from ..errors import StoreUnavailable, UpstreamError
 from .background import BackgroundStore, delete_runs
 from .conversations import ConversationStore, StoredConversation, append_in, resendable
+from .group import GroupCommit
 from .tables import INPUT, OBSOLETE_INDEXES, OUTPUT, SCHEMA_VERSION, items, meta, metadata, responses
 
 __all__ = ["ConversationStore", "StoredConversation"]
@@ -222,6 +223,8 @@ class Store:
         self._observe = observe
         self.conversations = ConversationStore(self)
         self.background = BackgroundStore(self)
+        # Under gevent, records made in one turn of the worker's event loop share a transaction (group.py).
+        self._group = GroupCommit(self) if GroupCommit.available() else None
 
     def _call(self, op: str, fn: Callable[[], T], *, retry_for: float = 0.0) -> T:
         """Run ``fn``, retrying a failure with jittered backoff for up to ``retry_for`` seconds.
@@ -382,6 +385,9 @@ class Store:
     ) -> None:
         row, rows, turn = self.rows_of(tenant, provider, mode, response, input_items)
 
+        def alone() -> None:
+            self._call("record", write, retry_for=self.write_timeout)
+
         def write() -> None:
             try:
                 with self.engine.begin() as conn:
@@ -399,7 +405,10 @@ class Store:
                             code="upstream_duplicate_id",
                         ) from None
 
-        self._call("record", write, retry_for=self.write_timeout)
+        if conversation is None and self._group is not None:
+            self._group.write(row, rows, alone)
+        else:
+            alone()
 
     def delete(self, tenant: str, response_id: str) -> bool:
         """Remove a response and its items; False when this tenant has no such response."""
