@@ -58,7 +58,8 @@ _SCRIPT = textwrap.dedent(
         names = ["resp_a", "resp_taken", "resp_b", "resp_mine", "resp_c"]
         jobs = [gevent.spawn(record, rid) for rid in names]
     gevent.joinall(jobs)
-    kept = {rid: store.get("t1", rid) is not None for rid in [f"resp_{i}" for i in range(20)] + ["resp_a", "resp_b", "resp_c"]}
+    ids = [f"resp_{i}" for i in range(20)] + ["resp_a", "resp_b", "resp_c"]
+    kept = {rid: store.get("t1", rid) is not None for rid in ids}
     print(json.dumps({
         "results": [job.value for job in jobs],
         "records": sum(1 for op, _ in ops if op == "record"),
