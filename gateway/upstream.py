@@ -13,7 +13,6 @@ import io
 import select
 import socket
 import ssl
-import sys
 import threading
 import urllib.parse
 import weakref
@@ -27,7 +26,7 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
-from . import mock
+from . import greenlets, mock
 from .errors import UpstreamError, UpstreamTimeout
 
 USER_AGENT = "ai-gateway/0.1"
@@ -117,7 +116,7 @@ class Upstream:
         # Under gevent a thread-local is per greenlet, i.e. per request; all greenlets share one OS thread,
         # so one session serves them, its pool as large as the requests in flight so that no call opens a
         # socket of its own. (gunicorn's gevent worker patches before it builds the app, and so this.)
-        self._shared = self._new_session(max(pool_size, concurrency)) if _greenlets() else None
+        self._shared = self._new_session(max(pool_size, concurrency)) if greenlets.active() else None
 
     def close(self) -> None:
         """Close every thread's pooled connections."""
@@ -335,7 +334,7 @@ class _OneSend:
     @property
     def is_connected(self) -> bool:
         sock = self.sock  # type: ignore[attr-defined]
-        if not _greenlets():
+        if not greenlets.active():
             return super().is_connected  # type: ignore[misc]
         return sock is not None and not _readable_now(sock)
 
@@ -369,12 +368,6 @@ def _query_key(params: Any) -> tuple[tuple[str, str], ...]:
         return ()
     items = params.items() if isinstance(params, Mapping) else params
     return tuple((str(k), str(v)) for k, v in items)
-
-
-def _greenlets() -> bool:
-    """True when gevent has patched threading (gunicorn's gevent worker)."""
-    monkey = sys.modules.get("gevent.monkey")
-    return monkey is not None and monkey.is_module_patched("threading")
 
 
 def _close_all(sessions: list[requests.Session]) -> None:

@@ -21,6 +21,8 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from .. import greenlets
+
 
 class _Record:
     __slots__ = ("alone", "done", "error", "row", "rows")
@@ -43,10 +45,7 @@ class GroupCommit:
 
     @staticmethod
     def available() -> bool:
-        import sys
-
-        monkey = sys.modules.get("gevent.monkey")
-        return monkey is not None and monkey.is_module_patched("threading")
+        return greenlets.active()
 
     def write(self, row: dict, rows: list[dict], alone: Callable[[], None]) -> None:
         """Returns once ``row`` and ``rows`` are committed; raises what ``alone()`` (the lone write) would."""
