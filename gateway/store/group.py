@@ -1,11 +1,11 @@
 """Group commit: the records a gevent worker's requests reach in one turn of its event loop share one transaction.
 
 Under gevent every request of a worker runs on one thread, and a SQLite write blocks them all; each record
-was its own transaction (a connection checked out, two statements, a commit). Here the first record of a
-turn of the worker's event loop starts a writer greenlet, which runs once the greenlets already runnable
-have run (every request whose provider answered in that turn reaches its record meanwhile) and writes all
-the records waiting: two statements and one commit for the lot. On PostgreSQL the write yields, and
-records made meanwhile form the next batch. A lone request waits for one greenlet switch more.
+was its own transaction (a connection checked out, two statements, a commit). Here the first request to
+reach its record yields once, so that the greenlets already runnable run (every request whose provider
+answered in that turn of the event loop reaches its record meanwhile), then writes all the records
+waiting: two statements and one commit for the lot. On PostgreSQL the write yields, and records made
+meanwhile form the next batch, written by the oldest of them. A lone request pays one switch to the hub.
 
 Durability is unchanged: each request is answered only after the transaction holding its record commits.
 A batch that fails on a constraint is written again record by record, so that each gets the answer a lone
@@ -22,10 +22,11 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from .. import greenlets
+from ..errors import StoreUnavailable
 
 
 class _Record:
-    __slots__ = ("alone", "done", "error", "row", "rows")
+    __slots__ = ("alone", "done", "error", "lead", "row", "rows")
 
     def __init__(self, row: dict, rows: list[dict], alone: Callable[[], None], done: Any):
         self.row = row
@@ -33,6 +34,7 @@ class _Record:
         self.alone = alone
         self.done = done
         self.error: BaseException | None = None
+        self.lead = False
 
 
 class GroupCommit:
@@ -54,39 +56,54 @@ class GroupCommit:
 
         record = _Record(row, rows, alone, Event())
         self._pending.append(record)
-        if not self._writing:
-            # A new greenlet starts after the loop's queued callbacks have run, and gevent runs those just
-            # before it polls for I/O: every request that can reach its record before then has done so.
+        if self._writing:
+            record.done.wait()
+            if not record.lead:
+                if record.error is not None:
+                    raise record.error
+                return
+        else:
             self._writing = True
-            gevent.spawn(self._write_pending)
-        record.done.wait()
+        # This request writes the batch, in its own greenlet: a writer greenlet of its own made every
+        # record switch stacks with it (a greenlet's stack copied out and back), which cost more than it saved
+        # when the batch is of one.
+        try:
+            if not record.lead:
+                # gevent runs the loop's queued callbacks before this one: every request that can reach
+                # its record before the loop next polls for I/O does so and joins the batch.
+                gevent.sleep(0)
+            batch, self._pending = self._pending, []
+            self._write(batch)
+        finally:
+            if self._pending:
+                # Records made while this batch was written (PostgreSQL yields): the oldest leads the next.
+                self._pending[0].lead = True
+                self._pending[0].done.set()
+            else:
+                self._writing = False
         if record.error is not None:
             raise record.error
 
-    def _write_pending(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                self._write(batch)
-        finally:
-            self._writing = False
-
     def _write(self, batch: list[_Record]) -> None:
+        settled = False
         try:
             if len(batch) == 1:
                 self._settle(batch[0])
-                return
-            try:
-                self._store._call("record", lambda: self._insert(batch), retry_for=self._store.write_timeout)
-            except IntegrityError:
-                for record in batch:
-                    self._settle(record)
-                return
-            except BaseException as exc:  # every record's failure, as it would have been alone
-                for record in batch:
-                    record.error = exc
+            else:
+                try:
+                    self._store._call("record", lambda: self._insert(batch), retry_for=self._store.write_timeout)
+                except IntegrityError:
+                    for record in batch:
+                        self._settle(record)
+                except Exception as exc:  # every record's failure, as it would have been alone
+                    for record in batch:
+                        record.error = exc
+            settled = True
         finally:
             for record in batch:
+                if not settled and record.error is None:
+                    # The writer was stopped (its greenlet killed) before the outcome was known.
+                    record.error = StoreUnavailable()
                 record.done.set()
 
     def _insert(self, batch: list[_Record]) -> None:
@@ -101,5 +118,5 @@ class GroupCommit:
     def _settle(record: _Record) -> None:
         try:
             record.alone()
-        except BaseException as exc:
+        except Exception as exc:
             record.error = exc
