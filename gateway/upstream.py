@@ -199,15 +199,14 @@ class Upstream:
 class _Adapter(HTTPAdapter):
     """requests' HTTP adapter, less costs on every call that the relay does not need.
 
-    - URL parsing: requests parses each call's URL twice more, to find its pool and its request target;
-      the gateway's URLs repeat, so both are kept per URL (unproxied calls only).
-
+    - URL parsing: requests parses each call's URL twice more, to find its pool and its request target,
+      and once more to find no proxy; the gateway's URLs repeat, so both are kept per URL (unproxied calls).
     - Cookies: requests copies a provider's Set-Cookie into the response's jar through a mock request and
       response; the gateway sends its calls past Session.request, so that jar is never read.
     - The liveness check of a pooled connection before reuse: urllib3 asks ``select.poll`` whether the socket
       is readable, which under gevent is the patched poll, building watchers and a greenlet switch for a
       zero-second wait. The unpatched poll answers the same question with one system call.
-    - Two sends per request where one does (``_OneSend``).
+    - Two sends per request where one does (``_Connection``).
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -271,28 +270,25 @@ class _Adapter(HTTPAdapter):
 
 def _readable_now(sock: socket.socket) -> bool:
     """urllib3's ``wait_for_read(sock, timeout=0)``, with the poll gevent has not patched."""
-    poller = _unpatched_poll()
+    poller = _unpatched_poll()()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(0))
 
 
 @functools.cache
-def _unpatched_poll_factory() -> Any:
+def _unpatched_poll() -> Any:
     from gevent import monkey
 
     return monkey.get_original("select", "poll")
 
 
-def _unpatched_poll() -> Any:
-    return _unpatched_poll_factory()()
+class _Connection:
+    """What the gateway changes in urllib3's connections (mixed into both, HTTP and HTTPS).
 
-
-class _OneSend:
-    """A request's head sent with its body in one send, where http.client sends them apart: two system
-    calls, and two packets (urllib3 sets TCP_NODELAY) that wake the provider twice.
-
-    The head is held from ``endheaders`` until the first piece of body, or until the response is awaited
-    (a request without a body). Under gevent the connection is liveness-checked with the unpatched poll.
+    A request's head is sent with its body in one send, where http.client sends them apart: two system
+    calls, and two packets (urllib3 sets TCP_NODELAY) that wake the provider twice. The head is held from
+    ``endheaders`` until the first piece of body, or until the response is awaited (a request without a
+    body). Under gevent, a pooled connection's liveness is checked with the unpatched poll.
     """
 
     _head: bytes | None = None
@@ -339,11 +335,11 @@ class _OneSend:
         return sock is not None and not _readable_now(sock)
 
 
-class _HTTPConnection(_OneSend, urllib3.connection.HTTPConnection):
+class _HTTPConnection(_Connection, urllib3.connection.HTTPConnection):
     pass
 
 
-class _HTTPSConnection(_OneSend, urllib3.connection.HTTPSConnection):
+class _HTTPSConnection(_Connection, urllib3.connection.HTTPSConnection):
     pass
 
 
