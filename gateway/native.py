@@ -48,7 +48,7 @@ def create(
     )
     if stream and resp.status < 300 and resp.content_type == "text/event-stream":
         stream = relay_events(resp, opened_events(resp), on_final, rewrite)
-        return Reply(200, passed_headers(resp), stream=stream, abort=resp.abort)
+        return Reply(200, passed_headers(resp), stream=stream, abort=resp.abort, primed=True)
     return json_reply(resp)
 
 

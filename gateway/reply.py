@@ -37,6 +37,9 @@ class Reply:
     # For a stream: breaks the provider connection from another thread or greenlet (the client left while
     # the provider was silent), so that the stream's own generator ends and cleans up.
     abort: Callable[[], None] | None = None
+    # For a stream: its first item is ready (the provider's first event was read before the reply was made),
+    # so taking it waits on nothing.
+    primed: bool = False
 
 
 def passed_headers(resp: UpstreamResponse) -> dict[str, str]:

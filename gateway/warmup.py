@@ -29,5 +29,5 @@ def prepare(body: dict, previous_response_id: str | None, on_final: Callable[[di
     final, closing = translator.complete()
     on_final(final)
     if body.get("stream"):
-        return Reply(200, {}, stream=iter(opening + closing))
+        return Reply(200, {}, stream=iter(opening + closing), primed=True)
     return Reply(200, {}, orjson.dumps(final), data=final)

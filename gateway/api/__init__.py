@@ -140,6 +140,7 @@ def _heartbeats(
     interval: float,
     abort: Callable[[], None] | None,
     client: socket.socket | None = None,
+    primed: bool = False,
 ) -> Iterator[bytes]:
     """``stream``, with an SSE comment after every ``interval`` seconds in which the provider said nothing.
 
@@ -148,8 +149,22 @@ def _heartbeats(
     is written, the write fails, and the provider connection is broken at once. SDKs skip comments.
 
     The provider is read by a helper thread (a greenlet under gevent) so that the wait can time out
-    without corrupting the read; a bounded queue keeps it from running ahead of a slow client.
+    without corrupting the read; a bounded queue keeps it from running ahead of a slow client. A ``primed``
+    stream's first item, already read, is passed on before the helper starts: through it, the first byte
+    waited for two turns of a loaded worker's event loop (1,000 streams: first byte p50 1,008 ms against
+    517 ms without heartbeats).
     """
+    if primed:
+        first = next(stream, _END)
+        if first is _END:
+            return
+        try:
+            yield first
+        except GeneratorExit:  # the client left: the provider connection is closed with the stream
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+            raise
     greenlets = greenlets_active()
     if greenlets:
         # gevent's own queue and a plain greenlet: the stdlib queue and Thread over patched locks cost
@@ -219,7 +234,8 @@ def to_response(reply: Reply, provider: str) -> Response:
         interval = current_services().settings.stream_heartbeat_interval
         if interval > 0:
             # gunicorn names the client's socket in the environ; other servers rely on the write failing.
-            stream = _heartbeats(stream, interval, reply.abort, request.environ.get("gunicorn.socket"))
+            client = request.environ.get("gunicorn.socket")
+            stream = _heartbeats(stream, interval, reply.abort, client, primed=reply.primed)
         stream = _observed(stream, g.trace)
         resp = Response(stream_with_context(stream), status=reply.status, mimetype="text/event-stream")
         resp.headers["Cache-Control"] = "no-cache"

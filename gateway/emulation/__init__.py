@@ -63,7 +63,7 @@ def create(
         skeleton = build.skeleton(body, response_id, int(time.time()), previous_response_id)
         translator = StreamTranslator(skeleton)
         stream = _events(resp, events, translator, on_final)
-        return Reply(200, passed_headers(resp), stream=stream, abort=resp.abort)
+        return Reply(200, passed_headers(resp), stream=stream, abort=resp.abort, primed=True)
     reply = json_reply(resp)
     if reply.data is None:  # a provider error, already in the OpenAI shape
         return reply
