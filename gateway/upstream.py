@@ -16,7 +16,7 @@ import ssl
 import threading
 import urllib.parse
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import requests
@@ -211,13 +211,13 @@ class _Adapter(HTTPAdapter):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        # Both bounded: cleared when full (the gateway's URLs are its providers', a few per deployment).
         self._pool_keys: dict[tuple[str, bool], tuple[dict[str, Any], dict[str, Any]]] = {}
         self._targets: dict[str, str] = {}
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        pools = (_GeventHTTPPool, _GeventHTTPSPool) if greenlets.active() else (_HTTPPool, _HTTPSPool)
+        self.poolmanager.pool_classes_by_scheme = {"http": pools[0], "https": pools[1]}
 
     def get_connection_with_tls_context(
         self, request: requests.PreparedRequest, verify: Any, proxies: Any = None, cert: Any = None
@@ -237,23 +237,14 @@ class _Adapter(HTTPAdapter):
         # requests parses the URL again on every call to find its pool; the gateway's URLs repeat.
         if not isinstance(verify, bool) or cert is not None:
             return super().build_connection_pool_key_attributes(request, verify, cert)
-        key = (request.url, verify)
-        found = self._pool_keys.get(key)
-        if found is None:
-            if len(self._pool_keys) >= 1024:
-                self._pool_keys.clear()
-            found = self._pool_keys[key] = super().build_connection_pool_key_attributes(request, verify, cert)
+        make = super().build_connection_pool_key_attributes
+        found = _kept(self._pool_keys, (request.url, verify), make, request, verify, cert)
         return dict(found[0]), dict(found[1])
 
     def request_url(self, request: requests.PreparedRequest, proxies: Any) -> str:
         if proxies:
             return super().request_url(request, proxies)
-        found = self._targets.get(request.url)
-        if found is None:
-            if len(self._targets) >= 1024:
-                self._targets.clear()
-            found = self._targets[request.url] = super().request_url(request, proxies)
-        return found
+        return _kept(self._targets, request.url, super().request_url, request, proxies)
 
     def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
         response = requests.Response()
@@ -266,6 +257,17 @@ class _Adapter(HTTPAdapter):
         response.request = req
         response.connection = self
         return response
+
+
+def _kept(cache: dict, key: Any, make: Callable[..., Any], *args: Any) -> Any:
+    """``cache[key]``, made by ``make(*args)`` on first use; cleared when full (the gateway's URLs are its
+    providers', a few per deployment, so in practice it never is)."""
+    found = cache.get(key)
+    if found is None:
+        if len(cache) >= 1024:
+            cache.clear()
+        found = cache[key] = make(*args)
+    return found
 
 
 def _readable_now(sock: socket.socket) -> bool:
@@ -288,7 +290,7 @@ class _Connection:
     A request's head is sent with its body in one send, where http.client sends them apart: two system
     calls, and two packets (urllib3 sets TCP_NODELAY) that wake the provider twice. The head is held from
     ``endheaders`` until the first piece of body, or until the response is awaited (a request without a
-    body). Under gevent, a pooled connection's liveness is checked with the unpatched poll.
+    body).
     """
 
     _head: bytes | None = None
@@ -327,11 +329,13 @@ class _Connection:
             super().send(head)  # type: ignore[misc]
         return super().getresponse()  # type: ignore[misc]
 
+
+class _GeventLiveness:
+    """Under gevent, a pooled connection's liveness is checked with the unpatched poll (see ``_Adapter``)."""
+
     @property
     def is_connected(self) -> bool:
         sock = self.sock  # type: ignore[attr-defined]
-        if not greenlets.active():
-            return super().is_connected  # type: ignore[misc]
         return sock is not None and not _readable_now(sock)
 
 
@@ -349,6 +353,22 @@ class _HTTPPool(urllib3.HTTPConnectionPool):
 
 class _HTTPSPool(urllib3.HTTPSConnectionPool):
     ConnectionCls = _HTTPSConnection
+
+
+class _GeventHTTPConnection(_GeventLiveness, _HTTPConnection):
+    pass
+
+
+class _GeventHTTPSConnection(_GeventLiveness, _HTTPSConnection):
+    pass
+
+
+class _GeventHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _GeventHTTPConnection
+
+
+class _GeventHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _GeventHTTPSConnection
 
 
 @functools.lru_cache(maxsize=1024)

@@ -46,7 +46,7 @@ def _narrowed(schema: Schema, data: Any) -> Schema:
         name = by_key.get(key)
         if name is not None:
             wanted.add(name)
-    return _schema_with(type(schema), tuple(name for name in by_key.values() if name in wanted))
+    return _schema_with(schema, frozenset(wanted))
 
 
 @functools.cache
@@ -62,8 +62,9 @@ def _field_keys(schema: Schema) -> tuple[dict[str, str], frozenset[str]]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _schema_with(schema_type: type[Schema], names: tuple[str, ...]) -> Schema:
-    return schema_type(only=names)
+def _schema_with(schema: Schema, names: frozenset[str]) -> Schema:
+    # In declared order: marshmallow orders ``only`` fields as given, and the first error named depends on it.
+    return type(schema)(only=tuple(name for name in schema.declared_fields if name in names))
 
 
 def _first_error(messages: Any, path: str | None = None) -> tuple[str | None, str]:

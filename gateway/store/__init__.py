@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, Program
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import StaticPool
 
+from .. import greenlets
 from ..errors import StoreUnavailable, UpstreamError
 from .background import BackgroundStore, delete_runs
 from .conversations import ConversationStore, StoredConversation, append_in, resendable
@@ -224,7 +225,7 @@ class Store:
         self.conversations = ConversationStore(self)
         self.background = BackgroundStore(self)
         # Under gevent, records made in one turn of the worker's event loop share a transaction (group.py).
-        self._group = GroupCommit(self) if GroupCommit.available() else None
+        self._group = GroupCommit(self) if greenlets.active() else None
 
     def _call(self, op: str, fn: Callable[[], T], *, retry_for: float = 0.0) -> T:
         """Run ``fn``, retrying a failure with jittered backoff for up to ``retry_for`` seconds.
@@ -324,13 +325,38 @@ class Store:
         append the same items to that conversation in the same transaction (nothing, if it is gone).
         """
         try:
-            return self._record(tenant, provider, mode, response, input_items, conversation)
+            row, rows, turn = self.rows_of(tenant, provider, mode, response, input_items)
         except orjson.JSONEncodeError:
             # Requests are held to a depth the store can write; only a provider's answer can exceed it.
             raise UpstreamError(
                 f"The provider '{provider}' answered with JSON nested too deeply to store.",
                 code="upstream_invalid_response",
             ) from None
+
+        def alone() -> None:
+            self._call("record", write, retry_for=self.write_timeout)
+
+        def write() -> None:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(_INSERT_RESPONSE, row)
+                    if rows:
+                        conn.execute(_INSERT_ITEMS, rows)
+                    if conversation is not None:
+                        append_in(conn, tenant, conversation, [(INPUT, i) for i in input_items] + turn, row["id"])
+            except IntegrityError:
+                # A retry after a commit whose acknowledgement was lost finds its own row: that is success.
+                with self.engine.connect() as conn:
+                    if conn.execute(_OWNER, {"id": row["id"]}).scalar() != tenant:
+                        raise UpstreamError(
+                            f"The provider '{provider}' answered with a response id the gateway already holds.",
+                            code="upstream_duplicate_id",
+                        ) from None
+
+        if conversation is None and self._group is not None:
+            self._group.write(row, rows, alone)
+        else:
+            alone()
 
     def rows_of(
         self, tenant: str, provider: str, mode: str, response: dict, input_items: list[dict]
@@ -373,42 +399,6 @@ class Store:
             "body": orjson.dumps(response).decode(),
         }
         return row, rows, turn
-
-    def _record(
-        self,
-        tenant: str,
-        provider: str,
-        mode: str,
-        response: dict,
-        input_items: list[dict],
-        conversation: str | None,
-    ) -> None:
-        row, rows, turn = self.rows_of(tenant, provider, mode, response, input_items)
-
-        def alone() -> None:
-            self._call("record", write, retry_for=self.write_timeout)
-
-        def write() -> None:
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(_INSERT_RESPONSE, row)
-                    if rows:
-                        conn.execute(_INSERT_ITEMS, rows)
-                    if conversation is not None:
-                        append_in(conn, tenant, conversation, [(INPUT, i) for i in input_items] + turn, row["id"])
-            except IntegrityError:
-                # A retry after a commit whose acknowledgement was lost finds its own row: that is success.
-                with self.engine.connect() as conn:
-                    if conn.execute(_OWNER, {"id": row["id"]}).scalar() != tenant:
-                        raise UpstreamError(
-                            f"The provider '{provider}' answered with a response id the gateway already holds.",
-                            code="upstream_duplicate_id",
-                        ) from None
-
-        if conversation is None and self._group is not None:
-            self._group.write(row, rows, alone)
-        else:
-            alone()
 
     def delete(self, tenant: str, response_id: str) -> bool:
         """Remove a response and its items; False when this tenant has no such response."""

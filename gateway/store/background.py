@@ -258,12 +258,7 @@ class BackgroundStore:
                     .where(runs.c.owner == owner, runs.c.status == "in_progress", runs.c.response_id.in_(ids))
                     .values(lease_until=lease_until)
                 )
-                ours = conn.execute(
-                    sa.select(runs.c.response_id).where(
-                        runs.c.response_id.in_(ids), runs.c.owner == owner, runs.c.status == "in_progress"
-                    )
-                )
-                return set(ids) - {r[0] for r in ours}
+                return _not_running(conn, owner, ids)
 
         if not ids:
             return set()
@@ -275,12 +270,7 @@ class BackgroundStore:
 
         def read() -> set[str]:
             with self._engine.connect() as conn:
-                ours = conn.execute(
-                    sa.select(runs.c.response_id).where(
-                        runs.c.response_id.in_(ids), runs.c.owner == owner, runs.c.status == "in_progress"
-                    )
-                )
-                return set(ids) - {r[0] for r in ours}
+                return _not_running(conn, owner, ids)
 
         if not ids:
             return set()
@@ -412,3 +402,13 @@ def _lock_tenant(conn: sa.Connection, tenant: str) -> None:
     """
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(7251014, hashtext(:t))"), {"t": tenant})
+
+
+def _not_running(conn: Any, owner: str, ids: list[str]) -> set[str]:
+    """Which of ``ids`` ``owner`` is not running (any more): ended, cancelled, or taken over."""
+    ours = conn.execute(
+        sa.select(runs.c.response_id).where(
+            runs.c.response_id.in_(ids), runs.c.owner == owner, runs.c.status == "in_progress"
+        )
+    )
+    return set(ids) - {r[0] for r in ours}

@@ -21,7 +21,6 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from .. import greenlets
 from ..errors import StoreUnavailable
 
 
@@ -38,23 +37,21 @@ class _Record:
 
 
 class GroupCommit:
-    """One per store and process; only where gevent has patched threading (see ``available``)."""
+    """One per store and process, made only where gevent has patched threading (``greenlets.active()``)."""
 
     def __init__(self, store: Any):
+        import gevent
+        import gevent.event
+
         self._store = store
         self._pending: list[_Record] = []
         self._writing = False
-
-    @staticmethod
-    def available() -> bool:
-        return greenlets.active()
+        self._yield = gevent.sleep
+        self._event = gevent.event.Event
 
     def write(self, row: dict, rows: list[dict], alone: Callable[[], None]) -> None:
         """Returns once ``row`` and ``rows`` are committed; raises what ``alone()`` (the lone write) would."""
-        import gevent
-        from gevent.event import Event
-
-        record = _Record(row, rows, alone, Event())
+        record = _Record(row, rows, alone, self._event())
         self._pending.append(record)
         if self._writing:
             record.done.wait()
@@ -71,7 +68,7 @@ class GroupCommit:
             if not record.lead:
                 # gevent runs the loop's queued callbacks before this one: every request that can reach
                 # its record before the loop next polls for I/O does so and joins the batch.
-                gevent.sleep(0)
+                self._yield(0)
             batch, self._pending = self._pending, []
             self._write(batch)
         finally:
