@@ -24,6 +24,11 @@ def _items(svc: Services, caller: Caller, raw: list[dict], param: str = "items")
     if len(raw) > MAX_ITEMS:
         raise InvalidRequest(f"You may add at most {MAX_ITEMS} items at a time.", param=param)
     items = input_items_of(raw)
+    for i, item in enumerate(items):
+        # Kept and listed as given: a message must have content the SDKs can read back.
+        if item["type"] == "message" and not isinstance(item.get("content"), str | list):
+            message = "A message item needs content: a string or a list of parts."
+            raise InvalidRequest(message, param=f"{param}[{i}].content")
     wanted = references(items)
     if wanted:
         try:

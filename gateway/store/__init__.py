@@ -116,7 +116,9 @@ class StoredResponse:
 
 
 def mint_item_id(item: dict) -> str:
-    return f"{_ID_PREFIX.get(item.get('type', 'message'), 'item')}_{uuid.uuid4().hex}"
+    kind = item.get("type", "message")
+    # Any JSON may stand where a type should: an unknown one, or one that is not a string, gets "item".
+    return f"{_ID_PREFIX.get(kind, 'item') if isinstance(kind, str) else 'item'}_{uuid.uuid4().hex}"
 
 
 def input_items_of(request_input: Any, *, mint: bool = True) -> list[dict]:
