@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
 import signal
 import socket
 import threading
@@ -37,6 +36,10 @@ BATCH_EVENTS = 64
 FLUSH_INTERVAL = 0.05
 # How often a consumer looks for cancels of its runs (a read), and flushes events a quiet provider left.
 CHECK_INTERVAL = 0.2
+# The queue reader's poll of a SQLite queue; a greenlet waiting for its turn takes it after IDLE_WAIT all
+# the same, so that a reader that died (a bug, not a path) does not leave the queue unread.
+POLL_INTERVAL = 0.05
+IDLE_WAIT = 30.0
 STOPPED_MESSAGE = "The gateway's background consumer stopped before the run finished."
 
 
@@ -51,14 +54,12 @@ class Runner:
         self.runs: dict[str, Run] = {}
         self.parent = parent
         self.stopping = threading.Event()
-        self.nudge: Any = lambda: None  # wakes a consumer greenlet waiting on the queue (see _consumer_class)
 
     def lease_until(self) -> float:
         return time.time() + self.lease
 
     def execute(self, response_id: str) -> None:
         """The queue's job: run one queued response to its end (nothing, when it is no longer queued)."""
-        self.nudge()
         claimed = self.store.claim(response_id, self.owner, self.lease_until())
         if claimed is None:
             return
@@ -312,39 +313,66 @@ def _error_message(body: bytes, status: int) -> str:
 
 
 def _consumer_class() -> type:
+    from collections import deque
+
+    from greenlet import getcurrent
     from huey.consumer import Consumer, Worker
 
-    idle: set[threading.Event] = set()  # the wake-ups of greenlets waiting on an empty queue
+    # One greenlet of the process reads the queue at a time (the reader); the others wait until handed the
+    # turn. When every idle greenlet polled on its own (100 of them, each at most a second apart), an idle
+    # consumer spent 4.7 % of a core on SQLite reads, and a new run was seen by several greenlets at once,
+    # which then queued on SQLite's exclusive lock, whose busy handler sleeps in C and so stalls the whole
+    # process: a lone run waited 200 ms to be taken.
+    turn: dict[str, Any] = {"reader": None}
+    waiting: deque[threading.Event] = deque()
 
-    class JitteredWorker(Worker):
-        """Huey's worker, waiting on an empty queue at jittered intervals, or until nudged.
+    def hand_over() -> None:
+        """The reader took a run: the longest-waiting greenlet reads next, at once (a burst drains in turn)."""
+        turn["reader"] = None
+        if waiting:
+            waiting.popleft().set()
 
-        Greenlets started together back off in step and all polled at the same instants: a run waited up to
-        the longest delay (measured: create to first stored event p50 1,036 ms for 200 at once). Jittered,
-        each of a burst still waited for a greenlet of its own to wake (p50 436 ms); so a greenlet that takes
-        a run nudges one that waits, which looks at once, and so on down the burst.
-        """
-
-        def sleep(self) -> None:
-            self.delay = min(self.delay, self.max_delay)
-            wake = threading.Event()
-            idle.add(wake)
+    class OneReaderWorker(Worker):
+        def loop(self, now: Any = None) -> None:
+            me = getcurrent()
+            if turn["reader"] not in (None, me):
+                wake = threading.Event()  # gevent's, patched
+                waiting.append(wake)
+                try:
+                    wake.wait(IDLE_WAIT)
+                finally:
+                    if not wake.is_set():
+                        waiting.remove(wake)
+                if self.stop_flag.is_set():
+                    return
+            turn["reader"] = me
             try:
-                wake.wait(random.uniform(self.delay / 2, self.delay))
-            finally:
-                idle.discard(wake)
-            self.delay = self.default_delay if wake.is_set() else self.delay * self.backoff
+                task = self.huey.dequeue()
+            except Exception:
+                log.exception("background queue: reading failed")
+                self.sleep()
+                return
+            if task is None:
+                if not self.huey.storage.blocking:  # Redis waits in BRPOP; SQLite is polled
+                    self.sleep()
+                return
+            hand_over()
+            self.delay = self.default_delay
+            try:
+                self.huey.execute(task, now)
+            except Exception:
+                log.exception("background task %s failed", task.id)
 
-    class JitteredConsumer(Consumer):
-        worker_class = JitteredWorker
+    class OneReaderConsumer(Consumer):
+        worker_class = OneReaderWorker
 
-        @staticmethod
-        def nudge() -> None:
-            """A run was taken off the queue, which may hold more: one waiting greenlet looks now."""
-            if idle:
-                idle.pop().set()
+        def stop(self, graceful: bool = False) -> None:
+            self.stop_flag.set()
+            while waiting:
+                waiting.popleft().set()
+            super().stop(graceful=graceful)
 
-    return JitteredConsumer
+    return OneReaderConsumer
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -364,7 +392,6 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"gateway: cannot start: {explain(err)}") from None
     svc: Services = app.extensions["gateway"]
     runner = Runner(svc, parent=args.parent)
-    runner.nudge = Consumer.nudge
     svc.background.attach(runner)
     logging.getLogger("huey").setLevel(logging.WARNING)
     consumer = Consumer(
@@ -372,11 +399,11 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.concurrency or svc.background.concurrency,
         worker_type="greenlet",
         periodic=False,
-        # Each idle greenlet polls a SQLite queue (Redis: waits in BRPOP); with many of them the first to
-        # wake takes a new run well within the longest delay.
-        initial_delay=0.05,
-        backoff=1.5,
-        max_delay=1.0,
+        # The reader polls a SQLite queue (Redis: waits in BRPOP) every 50 ms when idle: a lone run is taken
+        # within that, for some 20 cheap reads a second.
+        initial_delay=POLL_INTERVAL,
+        backoff=1.0,
+        max_delay=POLL_INTERVAL,
         # SIGTERM lets running responses finish for graceful_timeout; the rest end failed (see Runner.execute).
         graceful_signal="TERM",
         shutdown_timeout=svc.background.graceful_timeout,
