@@ -1,0 +1,61 @@
+"""The gunicorn response the gateway's workers use (gateway/gunicorn_config.py): the head goes out with the
+first body bytes in one send, plain and chunked (SSE), and what goes on the wire is what gunicorn's own
+response writes in two.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from gunicorn.config import Config
+from gunicorn.http import wsgi
+
+from gateway.gunicorn_config import _one_send_response
+
+
+class _Socket:
+    def __init__(self) -> None:
+        self.sends: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.sends.append(bytes(data))
+
+
+def _request() -> SimpleNamespace:
+    return SimpleNamespace(version=(1, 1), method="POST", headers=[], should_close=lambda: False, path="/v1/responses")
+
+
+def _respond(cls: type, headers: list[tuple[str, str]], body: list[bytes]) -> list[bytes]:
+    sock = _Socket()
+    resp = cls(_request(), sock, Config())
+    resp.start_response("200 OK", headers)
+    for part in body:
+        resp.write(part)
+    resp.close()
+    return sock.sends
+
+
+def _same_but_date(a: bytes, b: bytes) -> bool:
+    def strip(raw: bytes) -> bytes:
+        return b"\r\n".join(line for line in raw.split(b"\r\n") if not line.startswith(b"Date: "))
+
+    return strip(a) == strip(b)
+
+
+def test_a_json_reply_is_one_send_with_the_same_bytes():
+    headers = [("Content-Type", "application/json"), ("Content-Length", "11")]
+    ours = _respond(_one_send_response(wsgi.Response), headers, [b'{"id":"r1"}'])
+    theirs = _respond(wsgi.Response, headers, [b'{"id":"r1"}'])
+    assert len(ours) == 1 and len(theirs) == 2
+    assert _same_but_date(ours[0], b"".join(theirs))
+    assert ours[0].endswith(b'\r\n\r\n{"id":"r1"}')
+
+
+def test_a_stream_sends_its_head_with_the_first_event_then_one_send_per_write():
+    headers = [("Content-Type", "text/event-stream")]
+    events = [b"data: 1\n\n", b"data: 2\n\n"]
+    ours = _respond(_one_send_response(wsgi.Response), headers, events)
+    theirs = _respond(wsgi.Response, headers, events)
+    assert len(ours) == len(theirs) - 1 == 3  # head+first, second, the closing chunk
+    assert _same_but_date(b"".join(ours), b"".join(theirs))
+    assert b"Transfer-Encoding: chunked" in ours[0] and ours[0].endswith(b"9\r\ndata: 1\n\n\r\n")
