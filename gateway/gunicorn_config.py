@@ -88,8 +88,17 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """A worker is ready: its responses go out head and first body bytes together (see _one_send_response)."""
+    """A worker is ready: what it loaded is set aside from the garbage collector, and its responses go out
+    head and first body bytes together (see _one_send_response).
+    """
+    import gc
+
     from gunicorn.http import wsgi
+
+    # The app, its modules and schemas live as long as the worker: the collector's full passes walked them
+    # all, and stalled every request of the worker meanwhile (c=16, store off, 3 workers, ~11 s: 8 full
+    # passes, 547 ms in all, the longest 104 ms; frozen: 71 ms in all).
+    gc.freeze()
 
     if not getattr(wsgi.Response, "one_send", False):
         # gunicorn's workers make responses through this module name (wsgi.create), with no setting to
