@@ -196,22 +196,40 @@ def _heartbeats(
     else:
         threading.Thread(target=pump, name="sse-pump", daemon=True).start()
     finished = False
+    held: Any = None  # the end or a failure, found while gathering chunks: taken next
     try:
         while True:
-            try:
-                item = chunks.get(timeout=interval)
-            except queue.Empty:
-                if _client_left(client):
-                    return
-                yield HEARTBEAT
-                continue
+            if held is not None:
+                item, held = held, None
+            else:
+                try:
+                    item = chunks.get(timeout=interval)
+                except queue.Empty:
+                    if _client_left(client):
+                        return
+                    yield HEARTBEAT
+                    continue
             if item is _END:
                 finished = True
                 return
             if isinstance(item, BaseException):
                 finished = True
                 raise item
-            yield item
+            # What else the pump has read goes out in the same write: under load events pile up while
+            # this side waits its turn, and each write is a system call and a chunk of its own.
+            parts = None
+            while True:
+                try:
+                    more = chunks.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _END or isinstance(more, BaseException):
+                    held = more
+                    break
+                if parts is None:
+                    parts = [item]
+                parts.append(more)
+            yield item if parts is None else b"".join(parts)
     finally:
         if not finished:
             # The client is gone: break the provider connection, then let the pump run to its end.
@@ -219,7 +237,7 @@ def _heartbeats(
             if abort is not None:
                 abort()
             deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
+            while held is not _END and time.monotonic() < deadline:
                 try:
                     if chunks.get(timeout=max(0.0, deadline - time.monotonic())) is _END:
                         break
