@@ -290,7 +290,7 @@ class _Connection:
     A request's head is sent with its body in one send, where http.client sends them apart: two system
     calls, and two packets (urllib3 sets TCP_NODELAY) that wake the provider twice. The head is held from
     ``endheaders`` until the first piece of body, or until the response is awaited (a request without a
-    body).
+    body). Bytes go by ``greenlets.send_all``, without gevent's sendall.
     """
 
     _head: bytes | None = None
@@ -320,14 +320,23 @@ class _Connection:
             if isinstance(data, bytes | bytearray):
                 data = head + data
             else:
-                super().send(head)  # type: ignore[misc]
-        super().send(data)  # type: ignore[misc]
+                self._send(head)
+        self._send(data)
 
     def getresponse(self) -> Any:
         head, self._head = self._head, None
         if head is not None:
-            super().send(head)  # type: ignore[misc]
+            self._send(head)
         return super().getresponse()  # type: ignore[misc]
+
+    def _send(self, data: Any) -> None:
+        # Bytes on an open socket go by send_all (one plain send, not gevent's sendall); the rest (file-like
+        # or iterable bodies) by http.client, as before.
+        sock = self.sock  # type: ignore[attr-defined]
+        if sock is not None and isinstance(data, bytes | bytearray) and not self.debuglevel:  # type: ignore[attr-defined]
+            greenlets.send_all(sock, data)
+        else:
+            super().send(data)  # type: ignore[misc]
 
 
 class _GeventLiveness:

@@ -1,6 +1,6 @@
 """The gunicorn response the gateway's workers use (gateway/gunicorn_config.py): the head goes out with the
 first body bytes in one send, plain and chunked (SSE), and what goes on the wire is what gunicorn's own
-response writes in two.
+response writes in more.
 """
 
 from __future__ import annotations
@@ -10,12 +10,20 @@ from types import SimpleNamespace
 from gunicorn.config import Config
 from gunicorn.http import wsgi
 
+from gateway.greenlets import send_all
 from gateway.gunicorn_config import _one_send_response
 
 
 class _Socket:
-    def __init__(self) -> None:
+    """Records each send; ``limit`` caps what one plain send takes, as a full send buffer does."""
+
+    def __init__(self, limit: int = 1 << 20) -> None:
         self.sends: list[bytes] = []
+        self.limit = limit
+
+    def send(self, data: bytes) -> int:
+        self.sends.append(bytes(data[: self.limit]))
+        return min(len(data), self.limit)
 
     def sendall(self, data: bytes) -> None:
         self.sends.append(bytes(data))
@@ -59,3 +67,12 @@ def test_a_stream_sends_its_head_with_the_first_event_then_one_send_per_write():
     assert len(ours) == len(theirs) - 1 == 3  # head+first, second, the closing chunk
     assert _same_but_date(b"".join(ours), b"".join(theirs))
     assert b"Transfer-Encoding: chunked" in ours[0] and ours[0].endswith(b"9\r\ndata: 1\n\n\r\n")
+
+
+def test_send_all_sends_the_rest_when_one_send_takes_part():
+    sock = _Socket(limit=5)
+    send_all(sock, b"0123456789abc")
+    assert sock.sends == [b"01234", b"56789abc"]
+    sock = _Socket()
+    send_all(sock, b"whole")
+    assert sock.sends == [b"whole"]
