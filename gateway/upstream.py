@@ -200,7 +200,8 @@ class _Adapter(HTTPAdapter):
     """requests' HTTP adapter, less costs on every call that the relay does not need.
 
     - URL parsing: requests parses each call's URL twice more, to find its pool and its request target,
-      and once more to find no proxy; the gateway's URLs repeat, so both are kept per URL (unproxied calls).
+      and once more to find no proxy; the gateway's URLs repeat, so the pool (and the pool manager's key for
+      it, which it builds on every call) and the target are kept per URL (unproxied calls).
     - Cookies: requests copies a provider's Set-Cookie into the response's jar through a mock request and
       response; the gateway sends its calls past Session.request, so that jar is never read.
     - The liveness check of a pooled connection before reuse: urllib3 asks ``select.poll`` whether the socket
@@ -211,7 +212,8 @@ class _Adapter(HTTPAdapter):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._pool_keys: dict[tuple[str, bool], tuple[dict[str, Any], dict[str, Any]]] = {}
+        # Per URL, its pool and the pool manager's key for it (some thirty fields, built on every call).
+        self._pools: dict[tuple[str, bool], tuple[Any, Any]] = {}
         self._targets: dict[str, str] = {}
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
@@ -224,22 +226,25 @@ class _Adapter(HTTPAdapter):
     ) -> Any:
         if proxies:
             return super().get_connection_with_tls_context(request, verify, proxies, cert)
+        key = (request.url, verify) if isinstance(verify, bool) and cert is None else None
+        kept = self._pools.get(key) if key is not None else None
+        pools = self.poolmanager.pools
+        if kept is not None and pools.get(kept[0]) is kept[1]:  # still the manager's: not evicted or cleared
+            return kept[1]
         # requests' own path for a call without a proxy, less the URL parse that finds no proxy.
         try:
             host_params, pool_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
         except ValueError as exc:
             raise requests.exceptions.InvalidURL(exc, request=request) from None
-        return self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
-
-    def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        # requests parses the URL again on every call to find its pool; the gateway's URLs repeat.
-        if not isinstance(verify, bool) or cert is not None:
-            return super().build_connection_pool_key_attributes(request, verify, cert)
-        make = super().build_connection_pool_key_attributes
-        found = _kept(self._pool_keys, (request.url, verify), make, request, verify, cert)
-        return dict(found[0]), dict(found[1])
+        pool = self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
+        if key is not None:
+            # keys(): a copy taken under its lock; the container itself refuses iteration.
+            pool_key = next((k for k in pools.keys() if pools.get(k) is pool), None)  # noqa: SIM118
+            if pool_key is not None:
+                if len(self._pools) >= 1024:
+                    self._pools.clear()
+                self._pools[key] = (pool_key, pool)
+        return pool
 
     def request_url(self, request: requests.PreparedRequest, proxies: Any) -> str:
         if proxies:

@@ -17,14 +17,25 @@ def _upstream() -> Upstream:
 
 @pytest.fixture
 def server():
-    """An HTTP/1.1 server answering each request with {} on one kept-alive connection; keeps what it read."""
+    """An HTTP/1.1 server answering each request with {} on kept-alive connections; keeps what it read, and
+    counts the connections.
+    """
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen()
     got: list[bytes] = []
+    connections: list[socket.socket] = []
 
     def serve() -> None:
-        conn, _ = srv.accept()
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            connections.append(conn)
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    def answer(conn: socket.socket) -> None:
         with conn:
             buf = b""
             while True:
@@ -46,12 +57,12 @@ def server():
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
 
     threading.Thread(target=serve, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.getsockname()[1]}", got
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}", got, connections
     srv.close()
 
 
 def test_a_request_goes_out_in_one_send_with_its_body(server, monkeypatch):
-    url, got = server
+    url, got, _ = server
     sends: list[bytes] = []
 
     def counting(real):
@@ -76,6 +87,19 @@ def test_a_request_goes_out_in_one_send_with_its_body(server, monkeypatch):
     assert len(sends) == 2 and sends[1].startswith(b"GET /v1/responses/r1 HTTP/1.1\r\n")
     assert [g.split(b"\r\n", 1)[0] for g in got] == [b"POST /v1/responses HTTP/1.1", b"GET /v1/responses/r1 HTTP/1.1"]
     assert got[0].endswith(body)
+    up.close()
+
+
+def test_a_provider_s_pool_is_kept_until_the_pool_manager_closes_it(server):
+    url, got, connections = server
+    up = _upstream()
+    for _ in range(3):
+        assert up.request("p", "POST", url + "/v1/responses", headers={}, body=b"{}").read() == b"{}"
+    assert len(got) == 3 and len(connections) == 1
+    # The pool manager closes a pool it evicts (or all, on clear): the kept one is then not used again.
+    up.session().get_adapter(url).poolmanager.clear()
+    assert up.request("p", "POST", url + "/v1/responses", headers={}, body=b"{}").read() == b"{}"
+    assert len(got) == 4 and len(connections) == 2
     up.close()
 
 
