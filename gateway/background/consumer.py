@@ -325,27 +325,40 @@ def _consumer_class() -> type:
     # process: a lone run waited 200 ms to be taken.
     turn: dict[str, Any] = {"reader": None}
     waiting: deque[threading.Event] = deque()
+    # Greenlets switch only where they wait, so the turn needs no lock under gevent; it has one all the same
+    # (gevent's, uncontended, cheap), so that the class is right with threads too (its tests use threads).
+    lock = threading.Lock()
 
     def hand_over() -> None:
         """The reader took a run: the longest-waiting greenlet reads next, at once (a burst drains in turn)."""
-        turn["reader"] = None
-        if waiting:
-            waiting.popleft().set()
+        with lock:
+            turn["reader"] = None
+            if waiting:
+                waiting.popleft().set()
 
     class OneReaderWorker(Worker):
         def loop(self, now: Any = None) -> None:
             me = getcurrent()
-            if turn["reader"] not in (None, me):
-                wake = threading.Event()  # gevent's, patched
-                waiting.append(wake)
+            with lock:
+                if self.stop_flag.is_set():  # set before the stop wakes the waiting, under this lock
+                    return
+                wake = None
+                if turn["reader"] in (None, me):
+                    turn["reader"] = me
+                else:
+                    wake = threading.Event()  # gevent's, patched
+                    waiting.append(wake)
+            if wake is not None:
                 try:
                     wake.wait(IDLE_WAIT)
                 finally:
-                    if not wake.is_set():
-                        waiting.remove(wake)
-                if self.stop_flag.is_set():
-                    return
-            turn["reader"] = me
+                    with lock:
+                        if not wake.is_set():  # not handed the turn (timed out, or interrupted): still queued
+                            waiting.remove(wake)
+                with lock:
+                    if self.stop_flag.is_set():
+                        return
+                    turn["reader"] = me
             try:
                 task = self.huey.dequeue()
             except Exception:
@@ -368,8 +381,9 @@ def _consumer_class() -> type:
 
         def stop(self, graceful: bool = False) -> None:
             self.stop_flag.set()
-            while waiting:
-                waiting.popleft().set()
+            with lock:
+                while waiting:
+                    waiting.popleft().set()
             super().stop(graceful=graceful)
 
     return OneReaderConsumer
