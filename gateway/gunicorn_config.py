@@ -97,7 +97,9 @@ def post_worker_init(worker: Any) -> None:
 
     # The app, its modules and schemas live as long as the worker: the collector's full passes walked them
     # all, and stalled every request of the worker meanwhile (c=16, store off, 3 workers, ~11 s: 8 full
-    # passes, 547 ms in all, the longest 104 ms; frozen: 71 ms in all).
+    # passes, 547 ms in all, the longest 104 ms; frozen: 71 ms in all). Collected first: garbage frozen
+    # would never be freed.
+    gc.collect()
     gc.freeze()
 
     if not getattr(wsgi.Response, "one_send", False):
@@ -119,7 +121,7 @@ def _one_send_response(base: type) -> type:
         one_send = True
 
         def write(self, arg: bytes) -> None:
-            if self.headers_sent:
+            if self.headers_sent or not isinstance(arg, bytes):  # gunicorn's own TypeError, after the head
                 super().write(arg)
                 return
             sock, held = self.sock, _Held()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 from gunicorn.config import Config
 from gunicorn.http import wsgi
 
@@ -29,14 +30,16 @@ class _Socket:
         self.sends.append(bytes(data))
 
 
-def _request() -> SimpleNamespace:
-    return SimpleNamespace(version=(1, 1), method="POST", headers=[], should_close=lambda: False, path="/v1/responses")
+def _request(method: str = "POST") -> SimpleNamespace:
+    return SimpleNamespace(version=(1, 1), method=method, headers=[], should_close=lambda: False, path="/v1/responses")
 
 
-def _respond(cls: type, headers: list[tuple[str, str]], body: list[bytes]) -> list[bytes]:
+def _respond(
+    cls: type, headers: list[tuple[str, str]], body: list[bytes], method: str = "POST", status: str = "200 OK"
+) -> list[bytes]:
     sock = _Socket()
-    resp = cls(_request(), sock, Config())
-    resp.start_response("200 OK", headers)
+    resp = cls(_request(method), sock, Config())
+    resp.start_response(status, headers)
     for part in body:
         resp.write(part)
     resp.close()
@@ -67,6 +70,23 @@ def test_a_stream_sends_its_head_with_the_first_event_then_one_send_per_write():
     assert len(ours) == len(theirs) - 1 == 3  # head+first, second, the closing chunk
     assert _same_but_date(b"".join(ours), b"".join(theirs))
     assert b"Transfer-Encoding: chunked" in ours[0] and ours[0].endswith(b"9\r\ndata: 1\n\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "headers", "body"),
+    [
+        ("HEAD", "200 OK", [("Content-Length", "11")], [b'{"id":"r1"}']),  # a head, no body
+        ("POST", "204 No Content", [], [b"dropped"]),  # no body allowed
+        ("POST", "200 OK", [("Content-Length", "3")], [b"hello", b"more"]),  # cut at its length
+        ("POST", "200 OK", [("Content-Type", "text/event-stream")], [b"", b"data: 1\n\n"]),  # an empty first write
+        ("POST", "200 OK", [("Content-Length", "0")], []),  # no write at all: the head from close()
+    ],
+)
+def test_the_edge_cases_put_on_the_wire_what_gunicorn_does(method, status, headers, body):
+    ours = _respond(_one_send_response(wsgi.Response), headers, body, method, status)
+    theirs = _respond(wsgi.Response, headers, body, method, status)
+    assert _same_but_date(b"".join(ours), b"".join(theirs))
+    assert len(ours) <= len(theirs)
 
 
 def test_send_all_sends_the_rest_when_one_send_takes_part():
