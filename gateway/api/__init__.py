@@ -218,7 +218,7 @@ def _heartbeats(
             # What else the pump has read goes out in the same write: under load events pile up while
             # this side waits its turn, and each write is a system call and a chunk of its own.
             parts = None
-            while True:
+            while parts is None or len(parts) < 64:  # the queue's size: under threads the pump may keep up
                 try:
                     more = chunks.get_nowait()
                 except queue.Empty:
