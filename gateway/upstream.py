@@ -200,8 +200,10 @@ class _Adapter(HTTPAdapter):
     """requests' HTTP adapter, less costs on every call that the relay does not need.
 
     - URL parsing: requests parses each call's URL twice more, to find its pool and its request target,
-      and once more to find no proxy; the gateway's URLs repeat, so the pool (and the pool manager's key for
-      it, which it builds on every call) and the target are kept per URL (unproxied calls).
+      and once more to find no proxy; the gateway's URLs repeat, so the request target is kept per URL and
+      the connection pool per origin (unproxied calls). The pool manager built a key of some thirty fields
+      on every call to find the pool; the origins are the configured providers', a handful, so all their
+      pools are kept, past the manager's limit on pools (which urllib3 2 does not close when it drops them).
     - Cookies: requests copies a provider's Set-Cookie into the response's jar through a mock request and
       response; the gateway sends its calls past Session.request, so that jar is never read.
     - The liveness check of a pooled connection before reuse: urllib3 asks ``select.poll`` whether the socket
@@ -212,8 +214,8 @@ class _Adapter(HTTPAdapter):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        # Per URL, its pool and the pool manager's key for it (some thirty fields, built on every call).
-        self._pools: dict[tuple[str, bool], tuple[Any, Any]] = {}
+        # Per origin (scheme://host:port) and TLS check, its connection pool.
+        self._pools: dict[tuple[str, bool], Any] = {}
         self._targets: dict[str, str] = {}
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
@@ -226,11 +228,10 @@ class _Adapter(HTTPAdapter):
     ) -> Any:
         if proxies:
             return super().get_connection_with_tls_context(request, verify, proxies, cert)
-        key = (request.url, verify) if isinstance(verify, bool) and cert is None else None
-        kept = self._pools.get(key) if key is not None else None
-        pools = self.poolmanager.pools
-        if kept is not None and pools.get(kept[0]) is kept[1]:  # still the manager's: not evicted or cleared
-            return kept[1]
+        key = (_origin(request.url), verify) if isinstance(verify, bool) and cert is None else None
+        pool = self._pools.get(key) if key is not None else None
+        if pool is not None:
+            return pool
         # requests' own path for a call without a proxy, less the URL parse that finds no proxy.
         try:
             host_params, pool_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
@@ -238,13 +239,16 @@ class _Adapter(HTTPAdapter):
             raise requests.exceptions.InvalidURL(exc, request=request) from None
         pool = self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
         if key is not None:
-            # keys(): a copy taken under its lock; the container itself refuses iteration.
-            pool_key = next((k for k in pools.keys() if pools.get(k) is pool), None)  # noqa: SIM118
-            if pool_key is not None:
-                if len(self._pools) >= 1024:
-                    self._pools.clear()
-                self._pools[key] = (pool_key, pool)
+            if len(self._pools) >= 1024:
+                self._pools.clear()
+            self._pools[key] = pool
         return pool
+
+    def close(self) -> None:
+        super().close()
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            pool.close()
 
     def request_url(self, request: requests.PreparedRequest, proxies: Any) -> str:
         if proxies:
@@ -273,6 +277,16 @@ def _kept(cache: dict, key: Any, make: Callable[..., Any], *args: Any) -> Any:
             cache.clear()
         found = cache[key] = make(*args)
     return found
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of a URL: the part that decides its connection pool (more than one spelling
+    of an origin may name the same pool, never one spelling two pools).
+    """
+    scheme, _, rest = url.partition("://")
+    for end in "/?#":
+        rest = rest.split(end, 1)[0]
+    return f"{scheme.lower()}://{rest.lower()}"
 
 
 def _readable_now(sock: socket.socket) -> bool:

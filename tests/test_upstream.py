@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from gateway.errors import UpstreamError
-from gateway.upstream import Upstream
+from gateway.upstream import Upstream, _origin
 
 
 def _upstream() -> Upstream:
@@ -90,17 +90,26 @@ def test_a_request_goes_out_in_one_send_with_its_body(server, monkeypatch):
     up.close()
 
 
-def test_a_provider_s_pool_is_kept_until_the_pool_manager_closes_it(server):
+def test_a_provider_s_pool_is_kept_for_all_its_urls_until_the_upstream_closes(server):
     url, got, connections = server
     up = _upstream()
-    for _ in range(3):
-        assert up.request("p", "POST", url + "/v1/responses", headers={}, body=b"{}").read() == b"{}"
+    for path in ("/v1/responses", "/v1/responses/resp_1", "/v1/responses/resp_2/input_items?limit=2"):
+        assert up.request("p", "POST", url + path, headers={}, body=b"{}").read() == b"{}"
     assert len(got) == 3 and len(connections) == 1
-    # The pool manager closes a pool it evicts (or all, on clear): the kept one is then not used again.
-    up.session().get_adapter(url).poolmanager.clear()
+    adapter = up.session().get_adapter(url)
+    assert len(adapter._pools) == 1
+    # Closing closes the kept pools (their idle connections), and the next call opens another.
+    up.close()
+    assert adapter._pools == {}
     assert up.request("p", "POST", url + "/v1/responses", headers={}, body=b"{}").read() == b"{}"
     assert len(got) == 4 and len(connections) == 2
     up.close()
+
+
+def test_an_origin_names_its_pool_whatever_the_path():
+    assert _origin("http://127.0.0.1:8000/v1/responses?x=1") == "http://127.0.0.1:8000"
+    assert _origin("HTTPS://API.example.com?x=/y") == "https://api.example.com"
+    assert _origin("https://api.example.com#frag") == "https://api.example.com"
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
