@@ -69,11 +69,15 @@ class _LineWriter(logging.Handler):
         threading.Thread(target=self._run, name="access-log", daemon=True).start()
 
     def handle(self, record: logging.LogRecord) -> bool:
+        self.write_line(record.getMessage())
+        return True
+
+    def write_line(self, line: str) -> None:
+        """One line, as the access log writes it without a LogRecord (Observer.finish)."""
         # No handler lock: deque appends and pops are atomic.
-        self._lines.append(record.getMessage())
+        self._lines.append(line)
         if not self._wake.is_set():
             self._wake.set()
-        return True
 
     def emit(self, record: logging.LogRecord) -> None:
         self.handle(record)

@@ -164,7 +164,15 @@ class Observer:
         if trace.fallbacks:
             self.fallbacks.inc(trace.fallbacks)
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info(orjson.dumps(trace.as_log(), default=str).decode())
+            line = orjson.dumps(trace.as_log(), default=str).decode()
+            handlers = access_log.handlers
+            # The gateway's own handler takes the line as it is: a LogRecord, built only to give back its
+            # message, reads the clock, the process id (a system call), the thread's name and the caller's
+            # frame. Any other handler, or a filter, gets the record as before.
+            if len(handlers) == 1 and not access_log.filters and (write := getattr(handlers[0], "write_line", None)):
+                write(line)
+            else:
+                access_log.info(line)
 
     def exposition(self) -> bytes:
         """The Prometheus text: of every worker in multiprocess mode, else of this process."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 
@@ -72,3 +73,25 @@ def test_one_json_log_line_per_request_without_keys_or_prompts(observed):
     assert re.fullmatch(r"pk:[0-9a-f]{32}", line["tenant"])
     out = observed.output()
     assert KEY not in out and "a secret prompt" not in out
+
+
+def test_a_handler_of_the_host_gets_the_access_log_as_records():
+    # The gateway's own handler takes lines without a LogRecord; one the host application set takes records.
+    from gateway.observe import Observer, Trace, access_log
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    saved = access_log.handlers[:], access_log.level
+    access_log.handlers[:] = [Keep()]
+    access_log.setLevel(logging.INFO)
+    try:
+        Observer().finish(Trace(trace_id="trace-record-1", method="POST", path="/v1/responses"))
+    finally:
+        access_log.handlers[:] = saved[0]
+        access_log.setLevel(saved[1])
+    assert len(records) == 1 and records[0].name == "gateway.access"
+    assert json.loads(records[0].getMessage())["trace_id"] == "trace-record-1"
