@@ -131,7 +131,7 @@ def _one_send_response(base: type) -> type:
             finally:
                 self.sock = sock
             if held.parts:
-                send_all(sock, held.parts[0] if len(held.parts) == 1 else b"".join(held.parts))
+                send_all(sock, b"".join(held.parts))
 
         def _emit_body(self, data: bytes) -> None:
             if self.chunked:

@@ -228,21 +228,17 @@ class _Adapter(HTTPAdapter):
     ) -> Any:
         if proxies:
             return super().get_connection_with_tls_context(request, verify, proxies, cert)
-        key = (_origin(request.url), verify) if isinstance(verify, bool) and cert is None else None
-        pool = self._pools.get(key) if key is not None else None
-        if pool is not None:
-            return pool
+        if not isinstance(verify, bool) or cert is not None:
+            return self._pool_for(request, verify, cert)
+        return _kept(self._pools, (_origin(request.url), verify), self._pool_for, request, verify, cert)
+
+    def _pool_for(self, request: requests.PreparedRequest, verify: Any, cert: Any) -> Any:
         # requests' own path for a call without a proxy, less the URL parse that finds no proxy.
         try:
             host_params, pool_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
         except ValueError as exc:
             raise requests.exceptions.InvalidURL(exc, request=request) from None
-        pool = self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
-        if key is not None:
-            if len(self._pools) >= 1024:
-                self._pools.clear()
-            self._pools[key] = pool
-        return pool
+        return self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
 
     def close(self) -> None:
         super().close()

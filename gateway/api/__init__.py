@@ -118,6 +118,8 @@ def _observed(stream: Iterator[bytes], trace: Trace) -> Iterator[bytes]:
 
 HEARTBEAT = b": keep-alive\n\n"
 _END = object()
+# Chunks the provider's reader may run ahead of the client by, and chunks gathered into one write.
+_AHEAD = 64
 
 
 def _client_left(sock: socket.socket | None) -> bool:
@@ -171,9 +173,9 @@ def _heartbeats(
         # 95 us a stream of 25 chunks, against 56 us (microbenchmark).
         import gevent.queue
 
-        chunks: Any = gevent.queue.Queue(maxsize=64)
+        chunks: Any = gevent.queue.Queue(maxsize=_AHEAD)
     else:
-        chunks = queue.Queue(maxsize=64)
+        chunks = queue.Queue(maxsize=_AHEAD)
     stop = threading.Event()
 
     def pump() -> None:
@@ -217,8 +219,8 @@ def _heartbeats(
                 raise item
             # What else the pump has read goes out in the same write: under load events pile up while
             # this side waits its turn, and each write is a system call and a chunk of its own.
-            parts = None
-            while parts is None or len(parts) < 64:  # the queue's size: under threads the pump may keep up
+            parts = [item]
+            while len(parts) < _AHEAD:  # bounded: under threads the pump may keep up with this loop
                 try:
                     more = chunks.get_nowait()
                 except queue.Empty:
@@ -226,10 +228,8 @@ def _heartbeats(
                 if more is _END or isinstance(more, BaseException):
                     held = more
                     break
-                if parts is None:
-                    parts = [item]
                 parts.append(more)
-            yield item if parts is None else b"".join(parts)
+            yield b"".join(parts)  # one part: that part itself, not a copy
     finally:
         if not finished:
             # The client is gone: break the provider connection, then let the pump run to its end.

@@ -323,7 +323,7 @@ def _consumer_class() -> type:
     # consumer spent 4.7 % of a core on SQLite reads, and a new run was seen by several greenlets at once,
     # which then queued on SQLite's exclusive lock, whose busy handler sleeps in C and so stalls the whole
     # process: a lone run waited 200 ms to be taken.
-    turn: dict[str, Any] = {"reader": None}
+    reader: Any = None  # the greenlet whose turn it is
     waiting: deque[threading.Event] = deque()
     # Greenlets switch only where they wait, so the turn needs no lock under gevent; it has one all the same
     # (gevent's, uncontended, cheap), so that the class is right with threads too (its tests use threads).
@@ -331,20 +331,22 @@ def _consumer_class() -> type:
 
     def hand_over() -> None:
         """The reader took a run: the longest-waiting greenlet reads next, at once (a burst drains in turn)."""
+        nonlocal reader
         with lock:
-            turn["reader"] = None
+            reader = None
             if waiting:
                 waiting.popleft().set()
 
     class OneReaderWorker(Worker):
         def loop(self, now: Any = None) -> None:
+            nonlocal reader
             me = getcurrent()
             with lock:
                 if self.stop_flag.is_set():  # set before the stop wakes the waiting, under this lock
                     return
                 wake = None
-                if turn["reader"] in (None, me):
-                    turn["reader"] = me
+                if reader in (None, me):
+                    reader = me
                 else:
                     wake = threading.Event()  # gevent's, patched
                     waiting.append(wake)
@@ -358,7 +360,7 @@ def _consumer_class() -> type:
                 with lock:
                     if self.stop_flag.is_set():
                         return
-                    turn["reader"] = me
+                    reader = me
             try:
                 task = self.huey.dequeue()
             except Exception:
