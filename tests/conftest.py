@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
-import socket
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import requests
 
 from gateway import create_app
 from tests.fake_provider import FakeProvider
+from tests.services import PrivatePostgres, PrivateRedis, free_port, missing_programs
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-provider-key"
@@ -66,14 +68,10 @@ def headers():
     return {"Authorization": f"Bearer {KEY}", "x-portkey-provider": "openai"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Gunicorn:
     """The gateway as users run it: ``gunicorn -c gunicorn.conf.py wsgi:app`` in a subprocess."""
+
+    running: ClassVar[set[Gunicorn]] = set()  # started and not yet stopped, so that none outlives its test
 
     def __init__(self, env: dict[str, str], workers: int = 2, threads: int = 16, worker_class: str | None = None):
         self.port = free_port()
@@ -102,6 +100,7 @@ class Gunicorn:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
+        Gunicorn.running.add(self)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -119,6 +118,7 @@ class Gunicorn:
         return self.log.read().decode("utf-8", "replace")
 
     def stop(self) -> str:
+        Gunicorn.running.discard(self)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -129,6 +129,24 @@ class Gunicorn:
         out = self.output()
         self.log.close()
         return out
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A server a test starts in its body is stopped when the test ends, even when it fails before its own stop:
+    a gunicorn left running holds ports and processes (and background consumers) through later tests.
+    """
+    before = set(Gunicorn.running)
+    try:
+        return (yield)
+    finally:
+        for server in Gunicorn.running - before:
+            server.stop()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for server in list(Gunicorn.running):
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -150,27 +168,83 @@ def gateway(gateway_env):
     server.stop()
 
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+@pytest.fixture(scope="session")
+def pg_url():
+    """A PostgreSQL server's URL: ``AIGW_TEST_PG_URL``, else a private server started for this session."""
+    url = os.environ.get("AIGW_TEST_PG_URL")
+    if url:
+        yield url.replace("postgresql://", "postgresql+psycopg://", 1)  # the driver the gateway uses
+        return
+    server = PrivatePostgres().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
-def pg_schema():
-    """A schema of our own in the shared `test` database, dropped at the end: other runs are left alone.
+def redis_url():
+    """A Redis server's URL: ``AIGW_TEST_REDIS_URL``, else a private server started for this session."""
+    if os.environ.get("AIGW_TEST_REDIS_URL"):
+        yield os.environ["AIGW_TEST_REDIS_URL"]
+        return
+    server = PrivateRedis().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
-    PostgreSQL is required: when it is missing these tests fail, they are not skipped.
-    """
+
+@pytest.fixture(scope="session")
+def pg_schema(pg_url):
+    """A schema of our own in the server's `test` database, dropped at the end: other runs are left alone."""
     import uuid
 
     import sqlalchemy as sa
 
     name = f"gw_test_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(PG_URL)
+    engine = sa.create_engine(pg_url)
     with engine.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-    yield f"{PG_URL}?options=-csearch_path%3D{name}"
+    sep = "&" if "?" in pg_url else "?"
+    yield f"{pg_url}{sep}options=-csearch_path%3D{name}"
     with engine.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
     engine.dispose()
+
+
+def pg_address(url: str) -> tuple[str, int]:
+    """The host and port of a PostgreSQL URL."""
+    import sqlalchemy as sa
+
+    parsed = sa.make_url(url)
+    return parsed.host or "127.0.0.1", parsed.port or 5432
+
+
+def pg_via(url: str, port: int) -> str:
+    """The same PostgreSQL URL, reached through 127.0.0.1:``port`` (a proxy in front of the server)."""
+    import sqlalchemy as sa
+
+    return sa.make_url(url).set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+
+
+_NEEDS_PG = {"pg_url", "pg_schema", "store_url", "private_pg"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Name every missing prerequisite of the selected tests in one line, before any of them runs."""
+    names = set()
+    for item in items:
+        names.update(getattr(item, "fixturenames", ()))
+    missing = missing_programs(postgres=bool(names & _NEEDS_PG), redis="redis_url" in names)
+    has_nginx = shutil.which("nginx") or Path("/usr/sbin/nginx").exists()
+    if any("nginx" in item.nodeid for item in items) and not has_nginx:
+        missing.append("nginx (apt-get install nginx)")
+    has_node = shutil.which("node") and (ROOT / "tests" / "node_client" / "node_modules").is_dir()
+    if any(item.get_closest_marker("node") for item in items) and not has_node:
+        missing.append("the Node test client (apt-get install nodejs npm && (cd tests/node_client && npm ci))")
+    if missing:
+        pytest.exit("missing prerequisites: " + "; ".join(missing) + " (bash tests/run installs them)", returncode=4)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

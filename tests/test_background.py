@@ -81,6 +81,7 @@ def sdk_for(bg, make_sdk):
 
 
 # ------------------------------------------------------------------------------------------ create and poll
+@pytest.mark.slow
 @PROVIDERS
 def test_background_create_answers_at_once_and_runs_to_completion(sdk_for, provider, fake):
     sdk = sdk_for(provider)
@@ -104,6 +105,7 @@ def test_background_create_answers_at_once_and_runs_to_completion(sdk_for, provi
         assert follow.previous_response_id == created.id
 
 
+@pytest.mark.slow
 @PROVIDERS
 def test_polling_shows_status_and_partial_output(sdk_for, provider):
     sdk = sdk_for(provider)
@@ -115,6 +117,7 @@ def test_polling_shows_status_and_partial_output(sdk_for, provider):
 
 
 # ------------------------------------------------------------------------------------------ stream, resume
+@pytest.mark.slow
 @PROVIDERS
 def test_a_dropped_stream_resumes_with_every_event_once_in_order(sdk_for, provider):
     sdk = sdk_for(provider)
@@ -138,6 +141,7 @@ def test_a_dropped_stream_resumes_with_every_event_once_in_order(sdk_for, provid
     assert [e.sequence_number for e in again] == numbers
 
 
+@pytest.mark.slow
 def test_the_sdk_stream_helper_follows_a_background_response(sdk_for):
     sdk = sdk_for("fakechat")
     created = sdk.responses.create(background=True, **_slow(gap_ms=10))
@@ -147,6 +151,7 @@ def test_the_sdk_stream_helper_follows_a_background_response(sdk_for):
 
 
 # ------------------------------------------------------------------------------------------ cancel
+@pytest.mark.slow
 @PROVIDERS
 def test_cancel_mid_run_closes_the_provider_call_and_keeps_partial_output(sdk_for, provider, fake):
     sdk = sdk_for(provider)
@@ -213,6 +218,7 @@ def test_bad_input(sdk_for, make_sdk, bg, provider):
 
 
 # ------------------------------------------------------------------------------------------ processes
+@pytest.mark.slow
 def test_the_run_survives_the_http_workers_being_killed(sdk_for, bg):
     sdk = sdk_for("openai")
     created = sdk.responses.create(background=True, **_slow(gap_ms=60))
@@ -231,6 +237,7 @@ def _retrieve_quietly(sdk, response_id):
     return response if response.status == "completed" else None
 
 
+@pytest.mark.slow
 def test_a_consumer_killed_mid_run_ends_its_response_failed(gateway_env, make_sdk, tmp_path):
     env = {
         **gateway_env,
@@ -258,11 +265,12 @@ def test_a_consumer_killed_mid_run_ends_its_response_failed(gateway_env, make_sd
         server.stop()
 
 
-def test_two_gateways_on_one_postgresql_and_redis(gateway_env, pg_schema, make_sdk, fake):
+@pytest.mark.slow
+def test_two_gateways_on_one_postgresql_and_redis(gateway_env, pg_schema, redis_url, make_sdk, fake):
     env = {
         **gateway_env,
         "GATEWAY_STORE_URL": pg_schema,
-        "GATEWAY_BACKGROUND_QUEUE": "redis://127.0.0.1:6379/0",
+        "GATEWAY_BACKGROUND_QUEUE": redis_url,
     }
     first = Gunicorn({**env, "GATEWAY_BACKGROUND_CONSUMERS": "1"})
     second = Gunicorn({**env, "GATEWAY_BACKGROUND_CONSUMERS": "1"})
@@ -323,6 +331,7 @@ def test_a_tenant_past_its_limit_is_429_in_the_error_shape(fake, tmp_path):
         close_app(app)
 
 
+@pytest.mark.slow
 def test_events_of_old_runs_are_purged_and_the_response_stays(fake, tmp_path):
     from click.testing import CliRunner
     from flask.cli import ScriptInfo
@@ -373,6 +382,7 @@ def test_a_queued_response_is_unique_to_its_store(tmp_path):
         Settings.load({"background_queue": "amqp://x"})
 
 
+@pytest.mark.slow
 def test_background_on_an_in_memory_store_is_refused(fake):
     from gateway import create_app
     from tests.conftest import close_app

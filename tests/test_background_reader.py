@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from huey import SqliteHuey
 
 from gateway.background import consumer as consumer_mod
@@ -50,6 +51,7 @@ def _consumer(tmp_path, workers: int):
     return consumer, job, readers, most
 
 
+@pytest.mark.slow
 def test_an_idle_consumer_reads_the_queue_from_one_worker(tmp_path):
     consumer, _, readers, _ = _consumer(tmp_path, workers=20)
     consumer.start()
@@ -63,6 +65,7 @@ def test_an_idle_consumer_reads_the_queue_from_one_worker(tmp_path):
     assert 5 <= len(idle) <= 2.0 / consumer_mod.POLL_INTERVAL, len(idle)
 
 
+@pytest.mark.slow
 def test_a_burst_runs_on_every_worker_and_a_stop_wakes_the_waiting(tmp_path):
     consumer, job, readers, most = _consumer(tmp_path, workers=10)
     consumer.start()

@@ -86,6 +86,7 @@ def _check(resp):
         assert isinstance(error["message"], str) and error["message"]
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(body=bodies, provider=st.sampled_from(["openai", "fakechat"]))
 def test_any_json_body(fuzz_app, body, provider):
@@ -114,6 +115,7 @@ def test_any_bytes(fuzz_app, raw, content_type):
     ),
     method=st.sampled_from(["GET", "DELETE", "PUT", "PATCH"]),
 )
+@pytest.mark.slow
 def test_any_read(fuzz_app, response_id, query, method):
     app, kept = fuzz_app
     before = _snapshot(app, kept["id"])
@@ -156,6 +158,7 @@ item_lists = st.lists(
     ),
     provider=st.sampled_from(["openai", "fakechat"]),
 )
+@pytest.mark.slow
 def test_any_body_on_the_conversation_and_context_endpoints(fuzz_app, body, items, path, provider):
     """Never a 500, always the error shape; a conversation's items change only through what succeeded."""
     app, _ = fuzz_app
@@ -187,6 +190,7 @@ def test_any_body_on_the_conversation_and_context_endpoints(fuzz_app, body, item
     ),
     method=st.sampled_from(["GET", "DELETE", "POST", "PUT"]),
 )
+@pytest.mark.slow
 def test_any_conversation_read(fuzz_app, conversation_id, item_id, query, method):
     app, _ = fuzz_app
     client = app.test_client()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 from tests.conftest import KEY, Gunicorn
@@ -19,6 +20,7 @@ def _text(item: dict) -> str:
     return "".join(p.get("text", "") for p in item["content"])
 
 
+@pytest.mark.slow
 def test_concurrent_turns_from_two_instances_keep_every_item_in_order(fake, pg_schema):
     import sqlalchemy as sa
 

@@ -42,6 +42,7 @@ def _texts(items) -> list[str]:
     return [part.text for item in items if item.type == "message" for part in item.content]
 
 
+@pytest.mark.slow
 def test_every_conversations_and_items_method(sdk):
     client = sdk(provider=None)  # no provider is involved in these endpoints
     conv = client.conversations.create(
@@ -258,6 +259,7 @@ def test_bad_input_is_a_4xx_in_the_error_shape(gateway, method, path, body, stat
     assert error["param"] == param
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("provider", ["fakechat", "openai"])
 def test_compact_and_count_on_a_conversation_with_the_strict_sdk(sdk, provider):
     client = sdk(provider)

@@ -20,6 +20,7 @@ def _conversation(gateway_url: str, provider: str) -> tuple[str, openai.OpenAI]:
     return client.conversations.create().id, client
 
 
+@pytest.mark.slow
 @provider_kinds
 def test_agents_sdk_turns_on_one_conversation(gateway, scripted, provider):  # noqa: F811 - fixtures
     from agents import Runner
@@ -49,6 +50,7 @@ def test_agents_sdk_turns_on_one_conversation(gateway, scripted, provider):  # n
         client.close()
 
 
+@pytest.mark.slow
 @provider_kinds
 def test_agents_sdk_conversations_session(gateway, scripted, provider):  # noqa: F811 - fixtures
     from agents import Runner

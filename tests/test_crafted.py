@@ -203,6 +203,7 @@ def _chunked(payload: bytes, size: int = 500) -> list[bytes]:
     return [*parts, b"0\r\n\r\n"]
 
 
+@pytest.mark.slow
 def test_chunked_body_over_the_limit_is_413(small_gateway, fake):
     fake.requests.clear()
     # Valid JSON if cut at 2,048 bytes? No, but a prefix that parses must never be taken for the body:
@@ -265,6 +266,7 @@ deep = st.integers(1, 400).map(lambda d: nested_config(d))
     custom_host=st.sampled_from(["", "http://127.0.0.1:1", "file:///etc/passwd"]),
     depth=st.integers(1, 400),
 )
+@pytest.mark.slow
 def test_any_routing_headers(app, client, fake, config, provider, custom_host, depth):
     headers = {"Authorization": f"Bearer {KEY}", "x-portkey-config": to_json(config).decode()}
     if provider:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.conftest import KEY, Gunicorn
+from tests.conftest import KEY, Gunicorn, pg_address, pg_via
 from tests.tcp_proxy import CuttableProxy
 
 TOTAL = 2000
@@ -116,11 +116,12 @@ def _check(base: str, results: list[dict]) -> dict[str, int]:
 
 @pytest.fixture
 def pg_proxy(pg_schema):
-    proxy = CuttableProxy(("127.0.0.1", 5432))
+    proxy = CuttableProxy(pg_address(pg_schema))
     yield proxy
     proxy.stop()
 
 
+@pytest.mark.slow
 def test_postgresql_outage_acknowledges_only_what_is_stored(fake, pg_schema, pg_proxy, gateway_env, tmp_path):
     import sqlalchemy as sa
 
@@ -129,7 +130,7 @@ def test_postgresql_outage_acknowledges_only_what_is_stored(fake, pg_schema, pg_
     engine = sa.create_engine(pg_schema)
     metadata.drop_all(engine)
     engine.dispose()
-    url = pg_schema.replace("127.0.0.1:5432", f"127.0.0.1:{pg_proxy.port}")
+    url = pg_via(pg_schema, pg_proxy.port)
     env = {**gateway_env, "GATEWAY_STORE_URL": url, "GATEWAY_STORE_WRITE_TIMEOUT": "1.5"}
     server = Gunicorn(env, workers=2, threads=64)
     ready_during: list[int] = []
@@ -161,6 +162,7 @@ def test_postgresql_outage_acknowledges_only_what_is_stored(fake, pg_schema, pg_
         server.stop()
 
 
+@pytest.mark.slow
 def test_sqlite_write_lock_past_the_timeout(fake, gateway_env, tmp_path):
     store = tmp_path / "locked.sqlite3"
     env = {**gateway_env, "GATEWAY_STORE_URL": f"sqlite:///{store}", "GATEWAY_STORE_WRITE_TIMEOUT": "1.5"}
@@ -190,7 +192,7 @@ def test_store_reads_that_fail_are_503_not_500(fake, pg_schema, pg_proxy, settin
     from gateway import create_app
     from tests.conftest import close_app
 
-    url = pg_schema.replace("127.0.0.1:5432", f"127.0.0.1:{pg_proxy.port}")
+    url = pg_via(pg_schema, pg_proxy.port)
     app = create_app({**settings, "store_url": url, "store_write_timeout": 1})
     try:
         client = app.test_client()

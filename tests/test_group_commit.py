@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 _SCRIPT = textwrap.dedent(
     """
     from gevent import monkey
@@ -80,6 +82,7 @@ def _run(store_url: str, case: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_records_of_one_loop_turn_share_one_transaction(store_url):
     got = _run(store_url, "burst")
     assert got["results"] == ["ok"] * 20
@@ -89,6 +92,7 @@ def test_records_of_one_loop_turn_share_one_transaction(store_url):
     assert got["inserts"] == 2
 
 
+@pytest.mark.slow
 def test_a_batch_that_fails_on_a_constraint_is_written_record_by_record(store_url):
     got = _run(store_url, "conflicts")
     # Each gets what a lone write gives: another tenant's id is refused, a retried commit of one's own

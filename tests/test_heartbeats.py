@@ -109,6 +109,7 @@ def _open_stream(base: str) -> socket.socket:
     return sock
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
 def test_clients_that_leave_a_silent_stream_close_the_provider_connection(staller, gateway_env, worker_class):
     env = {
@@ -137,6 +138,8 @@ def test_clients_that_leave_a_silent_stream_close_the_provider_connection(stalle
         server.stop()
 
 
+@pytest.mark.slow
+@pytest.mark.node
 def test_heartbeats_are_sent_on_quiet_streams_and_sdks_ignore_them(fake, gateway_env, make_sdk):
     import requests
 

@@ -62,6 +62,7 @@ http {{
     proc.wait(10)
 
 
+@pytest.mark.slow
 def test_events_arrive_one_by_one_through_nginx(nginx, fake):
     body = {
         "model": "m",
@@ -110,6 +111,7 @@ HALF_BODY = (
 ).encode()
 
 
+@pytest.mark.slow
 def test_a_client_holding_many_idle_connections_does_not_delay_another(gateway_env, fake, tmp_path):
     """Half-sent requests stay in nginx: the gateway behind it serves everyone else at once. Without
     nginx the same connections take every gunicorn connection slot, and another client waits.

@@ -31,6 +31,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
+@pytest.mark.slow
 def test_metrics_count_every_worker(observed, make_sdk):
     sdk = make_sdk(observed.url + "/v1")
     before = requests.get(observed.url + "/metrics", timeout=10).text
@@ -75,6 +76,7 @@ def test_one_json_log_line_per_request_without_keys_or_prompts(observed):
     assert KEY not in out and "a secret prompt" not in out
 
 
+@pytest.mark.slow
 def test_a_handler_of_the_host_gets_the_access_log_as_records():
     # The gateway's own handler takes lines without a LogRecord; one the host application set takes records.
     from gateway.observe import Observer, Trace, access_log

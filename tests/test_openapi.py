@@ -48,6 +48,7 @@ def test_openapi_describes_every_endpoint(api_app):
     assert items["limit"]["schema"]["maximum"] == 100 and items["order"]["schema"]["enum"] == ["asc", "desc"]
 
 
+@pytest.mark.slow
 def test_api_never_errors_from_its_own_description(api_schema):
     """Every operation, with cases generated from the description (valid and not): never a 5xx of the
     gateway's own making, and only statuses the description lists."""

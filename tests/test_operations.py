@@ -92,6 +92,7 @@ def _series(text: str, name: str) -> int:
     return sum(1 for line in text.splitlines() if line.startswith(name + "{"))
 
 
+@pytest.mark.slow
 def test_unique_model_names_do_not_grow_the_metrics(settings, fake):
     app = create_app({**settings, "metrics_max_models": 20})
     try:
@@ -141,6 +142,7 @@ def test_the_sqlite_store_is_private_to_its_owner(tmp_path, fake):
         os.umask(old)
 
 
+@pytest.mark.slow
 def test_each_gunicorn_instance_has_its_own_control_socket(gateway_env):
     first = Gunicorn(gateway_env, workers=1, threads=4)
     second = Gunicorn(gateway_env, workers=1, threads=4)

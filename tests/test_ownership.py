@@ -95,6 +95,7 @@ def test_delete_removes_it_at_the_provider_and_in_the_store(client, store, fake)
     assert client.get(f"/v1/responses/{second['id']}", headers=A).status_code == 200
 
 
+@pytest.mark.slow
 def test_store_false_keeps_nothing(client, store):
     before = store.count()
     _create(client, A, store=False)
@@ -165,6 +166,7 @@ def test_streamed_response_is_recorded_before_the_stream_ends(gateway):
             pytest.fail("no response.completed event")
 
 
+@pytest.mark.slow
 def test_two_gateways_share_one_postgresql_store(fake, pg_schema, make_sdk):
     keys = {
         "GATEWAY_KEYS__TEAM__DIGEST": key_digest("gw-team"),

@@ -108,6 +108,7 @@ def _tool_loop(sdk: openai.OpenAI, text: str, stream: bool) -> list:
     return chain
 
 
+@pytest.mark.slow
 @provider_kinds
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_openai_python_drives_two_tools_step_by_step(sdk, provider, stream):
@@ -178,6 +179,7 @@ def test_models_are_relayed_from_the_provider(sdk, provider):
         sdk.models.retrieve("no-such-model")
 
 
+@pytest.mark.slow
 @provider_kinds
 def test_compact_and_count_answer_in_the_sdk_types(sdk, provider):
     created = sdk.responses.create(model=MODEL, input="What is the weather?")
@@ -277,7 +279,7 @@ def test_agents_sdk_run_streamed(gateway, provider):
 
 # ------------------------------------------------------------------------------------------ the AI SDK
 # ai 7 declares Node >= 22; it runs these scenarios on the Node 20 of these machines all the same.
-ai_versions = pytest.mark.parametrize("ai", ["ai6", "ai7"])
+ai_versions = pytest.mark.parametrize("ai", [pytest.param(v, marks=pytest.mark.node) for v in ("ai6", "ai7")])
 
 
 def _node(gateway_url: str, provider: str, scenario: str, ai: str) -> dict:
@@ -326,6 +328,7 @@ def _step_calls(summary: dict) -> list[list[str]]:
     return [[c["name"] for c in step["toolCalls"]] for step in summary["steps"]]
 
 
+@pytest.mark.slow
 @ai_versions
 @provider_kinds
 def test_ai_sdk_generate_text_with_tools(gateway, provider, ai):
@@ -344,6 +347,7 @@ def test_ai_sdk_stream_text_with_parallel_tools(gateway, provider, ai):
 
 
 # With store on, the AI SDK refers to earlier assistant items by item_reference in these two.
+@pytest.mark.slow
 @provider_kinds
 @ai_versions
 def test_ai_sdk_text_beside_tool_calls(gateway, provider, ai):
@@ -353,6 +357,7 @@ def test_ai_sdk_text_beside_tool_calls(gateway, provider, ai):
     assert result["text"] == f"Answer to 'narrate: what is the weather and the time?': {BOTH}"
 
 
+@pytest.mark.slow
 @provider_kinds
 @pytest.mark.parametrize("scenario", ["multiturn", "multiturn-stream"])
 @ai_versions

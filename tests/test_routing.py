@@ -77,6 +77,7 @@ def test_retries_run_out_and_the_last_answer_stands(client, fake):
     assert resp.json["error"]["message"] == "Injected 503"
 
 
+@pytest.mark.slow
 def test_429_retry_after_is_honoured(client, fake):
     fake.knobs.update({"fail_first": 1, "fail_status": 429, "retry_after": "1"})
     resp = post(client, {"retry": {"attempts": 1}, "provider": "openai"})
@@ -228,6 +229,7 @@ def test_malformed_provider_answers(settings, fake, knobs, status, code):
     assert post(client, **{"x-portkey-provider": "openai"}).status_code == 200  # the worker is fine
 
 
+@pytest.mark.slow
 def test_slow_first_byte_and_stalled_stream_hit_the_read_timeout(settings, fake):
     client = create_app({**settings, "upstream_read_timeout": 0.3}).test_client()
     fake.knobs.update({"delay_ms": 1000})

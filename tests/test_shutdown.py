@@ -13,6 +13,7 @@ import requests
 from tests.conftest import KEY, Gunicorn
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
 def test_sigterm_lets_open_streams_finish(gateway_env, fake, worker_class):
     server = Gunicorn(

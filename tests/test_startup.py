@@ -57,6 +57,7 @@ def _env(tmp_path, **extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("toml", "words"), BAD_FILES, ids=[w[1] for _, w in BAD_FILES])
 def test_a_bad_settings_file_stops_gunicorn_with_one_line(tmp_path, toml, words):
     (tmp_path / "gw.toml").write_text(toml)
@@ -88,6 +89,7 @@ def test_an_environment_variable_at_fault_is_named(tmp_path):
     assert ran.stderr.strip().startswith("gateway: GATEWAY_PROVIDERS__MY_VLLM__KEY_REQUIRD: unknown key")
 
 
+@pytest.mark.slow
 def test_check_config_prints_the_effective_settings_with_secrets_masked(tmp_path):
     env = _env(
         tmp_path,
@@ -130,6 +132,7 @@ def test_gateway_version_is_the_gateway_s():
     assert ran.stdout.strip() == f"gateway {__version__}"
 
 
+@pytest.mark.slow
 def test_gateway_serve_listens_on_the_port_given(tmp_path):
     port = free_port()
     proc = subprocess.Popen(

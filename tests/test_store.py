@@ -135,6 +135,7 @@ def _writer(url, worker, count):
     s.dispose()
 
 
+@pytest.mark.slow
 def test_concurrent_writers_from_several_processes_lose_nothing(store_url):
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(store_url, w, 60)) for w in range(4)]

@@ -35,6 +35,7 @@ def _events(resp):
             yield json.loads(line[6:])
 
 
+@pytest.mark.slow
 def test_sse_headers(gateway):
     with _stream(gateway) as resp:
         assert resp.status_code == 200
@@ -45,6 +46,7 @@ def test_sse_headers(gateway):
         assert list(_events(resp))[-1]["type"] == "response.completed"
 
 
+@pytest.mark.slow
 def test_first_event_arrives_before_the_provider_sends_the_last(gateway, fake):
     with _stream(gateway, fake_deltas="4", fake_gap_ms="300") as resp:
         events = _events(resp)
@@ -56,6 +58,7 @@ def test_first_event_arrives_before_the_provider_sends_the_last(gateway, fake):
     assert rest[-1]["type"] == "response.completed"
 
 
+@pytest.mark.slow
 def test_client_disconnect_closes_the_upstream_connection(gateway, fake):
     body = json.dumps(
         {
@@ -123,6 +126,7 @@ def test_error_before_the_first_byte_is_plain_json(gateway):
     assert resp.json()["error"]["message"] == "Injected 429"
 
 
+@pytest.mark.slow
 def test_one_worker_holds_hundreds_of_streams_at_once(gateway_env):
     """200 streams open together on one gevent worker, each from first event to `response.completed`."""
     count = 200

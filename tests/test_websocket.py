@@ -256,6 +256,7 @@ def test_bad_frames_are_error_events_and_the_socket_survives(gateway, gateway_en
     assert _store_count(gateway_env) == stored
 
 
+@pytest.mark.slow
 def test_an_oversized_frame_is_an_error_event(gateway_env, fake):
     server = Gunicorn({**gateway_env, "GATEWAY_MAX_BODY_BYTES": "65536"}, workers=1)
     try:
@@ -287,6 +288,7 @@ def test_the_handshake_checks_key_and_provider_before_the_upgrade(gateway):
     assert requests.get(gateway.url + "/v1/responses").status_code == 405
 
 
+@pytest.mark.slow
 def test_a_response_create_sent_while_one_runs_waits_its_turn(gateway):
     slow = {"type": "response.create", "model": "m", "input": "a b c d e f", "store": False,
             "metadata": {"fake_deltas": "6", "fake_gap_ms": "100"}}  # fmt: skip
@@ -304,6 +306,7 @@ def test_a_response_create_sent_while_one_runs_waits_its_turn(gateway):
 
 
 # ------------------------------------------------------------------------------------------ lifecycle
+@pytest.mark.slow
 def test_an_idle_socket_is_closed(gateway_env):
     server = Gunicorn({**gateway_env, "GATEWAY_WEBSOCKET_IDLE_TIMEOUT": "1"}, workers=1)
     try:
@@ -315,6 +318,7 @@ def test_an_idle_socket_is_closed(gateway_env):
         server.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
 def test_sigterm_lets_the_running_turn_finish_then_closes_going_away(gateway_env, worker_class):
     server = Gunicorn({**gateway_env, "GATEWAY_GRACEFUL_TIMEOUT": "20"}, workers=1, worker_class=worker_class)
@@ -338,6 +342,7 @@ def test_sigterm_lets_the_running_turn_finish_then_closes_going_away(gateway_env
         server.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
 def test_a_client_that_leaves_closes_the_provider_connection_at_once(gateway_env, worker_class):
     from tests.test_heartbeats import StallingProvider
@@ -382,6 +387,7 @@ def test_the_node_sdk_chains_on_a_socket(gateway):
     assert third["types"] == ["error"] and third["error"] == "previous_response_not_found"
 
 
+@pytest.mark.slow
 def test_a_socket_through_nginx(gateway, sdk, tmp_path):
     from tests.test_nginx import _nginx
 
