@@ -397,3 +397,52 @@ def test_background_on_an_in_memory_store_is_refused(fake):
         assert resp.status_code == 400 and resp.json["error"]["param"] == "background"
     finally:
         close_app(app)
+
+
+# ------------------------------------------------------------------------------------------ a hostile queue
+class _Boom:
+    """A pickle that runs a command when it is loaded: what anyone who can write to the queue could send."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+@pytest.mark.slow
+def test_messages_on_the_queue_that_are_not_jobs_run_nothing(gateway_env, redis_url, make_sdk, tmp_path):
+    import pickle
+
+    from gateway.background.queue import make_queue
+    from gateway.config import Settings
+    from gateway.store import Store
+
+    marker = tmp_path / "ran"
+    env = {**gateway_env, "GATEWAY_BACKGROUND_QUEUE": redis_url, "GATEWAY_BACKGROUND_CONSUMERS": "1"}
+    server = Gunicorn(env)
+    _wait(lambda: _consumers(server), 10)
+    sdk = make_sdk(server.url + "/v1", provider="fakechat")
+    assert _until_done(sdk, sdk.responses.create(background=True, model="m", input="before").id).status == "completed"
+
+    store = Store(gateway_env["GATEWAY_STORE_URL"])
+    name = store.secret("queue_name")[:16]
+    store.dispose()
+    queue = make_queue(Settings.load({"background_queue": redis_url}), name)
+    hostile = [
+        pickle.dumps(_Boom(f"touch {marker}")),
+        b'{"task": "os.system", "id": "x", "run": "resp_1"}',  # a job's shape, a task the gateway has not
+        b'{"task": "t", "id": "x", "run": ["resp_1"]}',
+        b"\x00not json",
+    ]
+    for message in hostile:
+        queue.storage.enqueue(message)
+    after = sdk.responses.create(background=True, model="m", input="after")
+    assert _until_done(sdk, after.id).status == "completed"  # the consumer read past them and still runs jobs
+    assert queue.storage.queue_size() == 0
+    time.sleep(0.5)
+    out = server.output()
+    server.stop()
+    assert not marker.exists()
+    assert out.count("dropped a message that is not a job") == len(hostile), out
+    assert "Traceback" not in out  # one line each

@@ -317,6 +317,9 @@ def _consumer_class() -> type:
 
     from greenlet import getcurrent
     from huey.consumer import Consumer, Worker
+    from huey.exceptions import HueyException
+
+    from .queue import NotAJob
 
     # One greenlet of the process reads the queue at a time (the reader); the others wait until handed the
     # turn. When every idle greenlet polled on its own (100 of them, each at most a second apart), an idle
@@ -363,6 +366,9 @@ def _consumer_class() -> type:
                     reader = me
             try:
                 task = self.huey.dequeue()
+            except (NotAJob, HueyException) as exc:  # HueyException: a task name this gateway does not have
+                log.warning("background queue: dropped a message that is not a job: %s", exc)
+                return
             except Exception:
                 log.exception("background queue: reading failed")
                 self.sleep()

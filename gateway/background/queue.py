@@ -8,8 +8,10 @@ provider, so one consumer process holds many of them as greenlets, not threads.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any
 
+import orjson
 import sqlalchemy as sa
 
 if TYPE_CHECKING:
@@ -40,11 +42,56 @@ def make_queue(settings: Settings, name: str) -> Huey:
     from huey import RedisHuey, SqliteHuey
 
     url = queue_location(settings)
+    common = {"results": False, "utc": True, "serializer": JobSerializer()}
     if url.startswith(("redis://", "rediss://", "unix://")):
         # Blocking reads: an idle consumer waits in BRPOP instead of polling.
-        return RedisHuey(f"gw-{name}", url=url, blocking=True, read_timeout=1, results=False, utc=True)
+        return RedisHuey(f"gw-{name}", url=url, blocking=True, read_timeout=1, **common)
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
         # WAL, and fsync on commit: a queued run acknowledged to a client survives a power cut.
-        return SqliteHuey(f"gw-{name}", filename=path, results=False, utc=True, fsync=True, timeout=5)
+        return SqliteHuey(f"gw-{name}", filename=path, fsync=True, timeout=5, **common)
     raise ValueError(f"background_queue must be sqlite:///PATH or redis://HOST:PORT/DB, not {url!r}")
+
+
+class NotAJob(ValueError):
+    """A queue message that is not one of the gateway's jobs: it is dropped, never run."""
+
+
+# A job names a queued response; its body, headers and keys stay in the store (sealed where secret).
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_JOB_KEYS = frozenset({"task", "id", "run"})
+
+
+class JobSerializer:
+    """Queue messages as JSON data, ``{"task", "id", "run"}``, never pickles (Huey's serializer interface).
+
+    Huey pickles its messages by default: anyone who could write to the queue (its Redis, or its SQLite file)
+    ran code of their choosing in the consumer with one LPUSH. A job here is three strings, and a message
+    that is anything else is refused with NotAJob before anything of it is used.
+    """
+
+    def serialize(self, message: Any) -> bytes:
+        args = message.args
+        if len(args) != 1 or not isinstance(args[0], str) or message.kwargs or message.on_complete or message.eta:
+            raise TypeError("a background job is one response id, run now")
+        return orjson.dumps({"task": message.name, "id": message.id, "run": args[0]})
+
+    def deserialize(self, data: bytes) -> Any:
+        # Not at the top: a process that never queues a run never imports Huey (service.Background.queue).
+        from huey.registry import Message
+
+        try:
+            job = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise NotAJob(f"not JSON ({len(data)} bytes)") from None
+        if not (
+            isinstance(job, dict)
+            and job.keys() == _JOB_KEYS
+            and all(isinstance(job[key], str) for key in _JOB_KEYS)
+            and _RUN_ID.fullmatch(job["run"])
+            and _RUN_ID.fullmatch(job["id"])
+        ):
+            raise NotAJob(f"not a job's shape ({len(data)} bytes)")
+        fields = dict.fromkeys(Message._fields)
+        fields.update(id=job["id"], name=job["task"], retries=0, retry_delay=0, args=(job["run"],), kwargs={})
+        return Message(**fields)
