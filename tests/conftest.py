@@ -168,31 +168,29 @@ def gateway(gateway_env):
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def pg_url():
-    """A PostgreSQL server's URL: ``AIGW_TEST_PG_URL``, else a private server started for this session."""
-    url = os.environ.get("AIGW_TEST_PG_URL")
-    if url:
-        yield url.replace("postgresql://", "postgresql+psycopg://", 1)  # the driver the gateway uses
+def _server_url(variable: str, server_class: type):
+    """The URL in ``variable``, else a private server's, started now and stopped when the session ends."""
+    if os.environ.get(variable):
+        yield os.environ[variable]
         return
-    server = PrivatePostgres().start()
+    server = server_class().start()
     try:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A PostgreSQL server's URL: ``AIGW_TEST_PG_URL``, else a private server started for this session."""
+    for url in _server_url("AIGW_TEST_PG_URL", PrivatePostgres):
+        yield url.replace("postgresql://", "postgresql+psycopg://", 1)  # the driver the gateway uses
 
 
 @pytest.fixture(scope="session")
 def redis_url():
     """A Redis server's URL: ``AIGW_TEST_REDIS_URL``, else a private server started for this session."""
-    if os.environ.get("AIGW_TEST_REDIS_URL"):
-        yield os.environ["AIGW_TEST_REDIS_URL"]
-        return
-    server = PrivateRedis().start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    yield from _server_url("AIGW_TEST_REDIS_URL", PrivateRedis)
 
 
 @pytest.fixture(scope="session")
