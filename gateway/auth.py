@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .config import SettingsError
@@ -38,11 +38,18 @@ class Authenticator:
     """Turns the request's key into a Caller."""
 
     def __init__(
-        self, keys: Mapping[str, Any], *, allow_provider_keys: bool, salt: str, gateway_key_prefix: str = ""
+        self,
+        keys: Mapping[str, Any],
+        *,
+        allow_provider_keys: bool,
+        salt: str | Callable[[], str],
+        gateway_key_prefix: str = "",
     ):
         self._keys = [_parse_key(name, entry) for name, entry in keys.items()]
         self._allow_provider_keys = allow_provider_keys
-        self._salt = salt.encode()
+        # A callable salt is read at the first provider-key request (from the store) and kept.
+        self._salt = salt.encode() if isinstance(salt, str) else None
+        self._salt_source = salt
         self._prefix = gateway_key_prefix
 
     def credentials_by_key(self) -> dict[str, list[str]]:
@@ -83,7 +90,10 @@ class Authenticator:
                 "Incorrect API key provided. This gateway accepts only its own gateway keys, not provider keys."
             )
         # hmac.digest is the one-shot C path: hmac.new builds an HMAC object in Python on every request.
-        tenant = hmac.digest(self._salt, raw, "sha256").hex()[:32]
+        salt = self._salt
+        if salt is None:
+            salt = self._salt = self._salt_source().encode()  # type: ignore[operator]
+        tenant = hmac.digest(salt, raw, "sha256").hex()[:32]
         return Caller(tenant="pk:" + tenant, provider_key=key)
 
 

@@ -92,10 +92,23 @@ def check_config(no_store: bool) -> None:
         settings = check(store=not no_store)
     except StartupError as err:
         click.echo(f"gateway: {err}", err=True)
-        sys.exit(EXIT_STATUS)
+        sys.exit(err.status)
     click.echo(f"# gateway {__version__}: the effective settings (secrets masked)")
     click.echo(f"# providers: {', '.join(Catalogue(settings.providers).names())}")
     click.echo(to_toml(settings.masked()), nl=False)
+
+
+def _prepare(store: Any) -> None:
+    """The store, its schema current; one line and exit status 1 when it cannot be reached."""
+    from .errors import StoreUnavailable
+
+    try:
+        store.prepare()
+    except StoreUnavailable as exc:
+        url = store.engine.url.render_as_string(hide_password=True)
+        why = str(getattr(exc.__cause__, "orig", None) or exc.__cause__ or exc).strip().splitlines() or ["?"]
+        click.echo(f"gateway: cannot open the store at {url}: {why[0]}", err=True)
+        sys.exit(1)
 
 
 @main.command()
@@ -105,7 +118,7 @@ def migrate() -> None:
     from .services import current_services
 
     svc = current_services()
-    svc.store.migrate()
+    _prepare(svc.store)
     click.echo(f"store schema is current ({svc.store.engine.url.render_as_string(hide_password=True)})")
 
 
@@ -120,6 +133,7 @@ def purge(older_than: str | None, batch: int) -> None:
     from .services import current_services
 
     svc = current_services()
+    _prepare(svc.store)
     age_text = older_than or svc.settings.retention
     events_text = svc.settings.background_event_retention
     if not age_text and not events_text:

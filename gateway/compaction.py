@@ -12,7 +12,7 @@ import base64
 import binascii
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -41,9 +41,17 @@ SUMMARY_REQUEST = (
 class Sealer:
     """Seals summaries into compaction items and opens them again, for one tenant at a time."""
 
-    def __init__(self, key_hex: str):
-        # The store's secrets are 32 random bytes in hex: an AES-256 key.
-        self._aead = AESGCM(bytes.fromhex(key_hex))
+    def __init__(self, key_hex: Callable[[], str]):
+        self._key_hex = key_hex
+        self._cipher: AESGCM | None = None
+
+    @property
+    def _aead(self) -> AESGCM:
+        # Read from the store at first use (StoreUnavailable while it cannot be reached).
+        if self._cipher is None:
+            # The store's secrets are 32 random bytes in hex: an AES-256 key.
+            self._cipher = AESGCM(bytes.fromhex(self._key_hex()))
+        return self._cipher
 
     def seal(self, tenant: str, summary: str) -> str:
         nonce = os.urandom(12)

@@ -13,7 +13,7 @@ import tempfile
 from typing import Any
 
 from .config import runtime_path
-from .startup import EXIT_STATUS, StartupError, check
+from .startup import StartupError, check
 
 # Made once per master, kept across reloads (SIGHUP), removed when the master exits.
 _made_metrics_dir: str | None = None
@@ -24,13 +24,16 @@ _consumer_grace = 30.0
 
 
 def configure() -> dict[str, Any]:
-    """gunicorn's settings as a mapping of its setting names; exits with status 2 when the gateway cannot start."""
+    """gunicorn's settings as a mapping of its setting names; exits with status 2 when the gateway cannot start.
+
+    The store is not opened here (see startup.py): ``when_ready`` has it checked in a process of its own.
+    """
     global _made_metrics_dir, _consumer_count, _consumer_grace
     try:
-        settings = check()
+        settings = check(store=False)
     except StartupError as err:
         print(f"gateway: cannot start: {err}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_STATUS) from None
+        raise SystemExit(err.status) from None
 
     out: dict[str, Any] = {
         "bind": settings.bind,
@@ -51,6 +54,7 @@ def configure() -> dict[str, Any]:
         "errorlog": "-",
         "child_exit": child_exit,
         "post_worker_init": post_worker_init,
+        "worker_exit": worker_exit,
         "on_exit": on_exit,
         "when_ready": when_ready,
     }
@@ -108,6 +112,18 @@ def post_worker_init(worker: Any) -> None:
         wsgi.Response = _one_send_response(wsgi.Response)
 
 
+def worker_exit(server: Any, worker: Any) -> None:
+    """A worker has logged its last line and is about to exit: its logging lock is let go.
+
+    As the interpreter tears its modules down, logging's handlers are collected and each one's weakref
+    callback takes that lock, a gevent lock by now, whose module is already half gone: every stop printed
+    three "Exception ignored in: _removeHandlerRef" tracebacks. logging skips the lock when it is None.
+    """
+    import logging
+
+    logging._lock = None  # type: ignore[attr-defined]
+
+
 def _one_send_response(base: type) -> type:
     from .greenlets import send_all
 
@@ -158,9 +174,17 @@ class _Held:
 
 
 def when_ready(server: Any) -> None:
-    """The master is listening: start the background consumers (``background_consumers``) and watch them."""
+    """The master is listening: check the store and queue in a process of their own (one line when they cannot
+    be used; the schema made once, before the first request), start the background consumers
+    (``background_consumers``) and watch them.
+    """
     global _consumers
+    import subprocess
+
     from .background.supervisor import Supervisor
+
+    # Not waited for: the master's loop reaps it as it reaps any child that is not a worker.
+    subprocess.Popen([sys.executable, "-m", "gateway.startup"])
 
     if _consumers is None and _consumer_count > 0:
         _consumers = Supervisor(_consumer_count)

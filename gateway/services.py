@@ -36,10 +36,11 @@ def init_app(app: Flask, settings: Settings) -> Services:
     observer = Observer(
         multiprocess_dir=settings.metrics_dir, log_prompts=settings.log_prompts, max_models=settings.metrics_max_models
     )
+    # Nothing here reads the store: a worker starts while the database is down, answers what needs no
+    # store, and reads its schema and secrets at their first use (store/__init__.py).
     store = Store(settings.store_url, write_timeout=settings.store_write_timeout, observe=observer.store_op)
-    store.migrate()
     # Tenant digests must agree across workers and hosts and survive restarts: one salt, kept in the store.
-    salt = settings.key_salt or store.secret("key_salt")
+    salt = settings.key_salt or (lambda: store.secret("key_salt"))
     catalogue = Catalogue(settings.providers)
     svc = Services(
         settings=settings,
@@ -62,7 +63,7 @@ def init_app(app: Flask, settings: Settings) -> Services:
         router=Router(catalogue, configs=settings.configs, custom_hosts=settings.custom_hosts),
         observer=observer,
         # One key for every worker and host sharing the store, kept with the data it protects.
-        sealer=Sealer(store.secret("compaction_key")),
+        sealer=Sealer(lambda: store.secret("compaction_key")),
         background=Background(settings, store),
     )
     app.extensions[EXTENSION] = svc

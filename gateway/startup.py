@@ -1,12 +1,18 @@
 """Start-up checks, run once before any worker starts (in gunicorn's master, and by ``gateway check-config``).
 
-The settings, the provider catalogue, the gateway keys, the saved routing configs and the store are each
-checked as the workers will use them; the first fault becomes one line naming the file, the table and the
-key (or the environment variable) at fault, and the process exits with status 2.
+The settings, the provider catalogue, the gateway keys, the saved routing configs and the store's URL are
+each checked as the workers will use them; the first fault becomes one line naming the file, the table and
+the key (or the environment variable) at fault, and the process exits with status 2.
+
+A store or queue that cannot be reached is not a fault of the settings: the gateway starts, says so in one
+line (``probe``, run beside gunicorn's master), is not ready (``/readyz``) and serves once they are back.
+gunicorn's master itself never opens the store: psycopg, imported there before gevent patches the workers,
+would make every worker's database waits block the whole worker.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 
 from .config import Settings, SettingsError, explain
@@ -15,11 +21,22 @@ EXIT_STATUS = 2
 
 
 class StartupError(Exception):
-    """The gateway cannot start; ``str()`` is the one line to print."""
+    """The gateway cannot start; ``str()`` is the one line to print, ``status`` the exit status."""
+
+    status = EXIT_STATUS
+
+
+class NotReady(StartupError):
+    """The settings are right, and the store or the queue they name cannot be used now."""
+
+    status = 1
 
 
 def check(environ: Mapping[str, str] | None = None, *, store: bool = True) -> Settings:
-    """The settings, once everything they name has been checked. Raises StartupError."""
+    """The settings, once everything they name has been checked (the store and queue opened, with ``store``).
+
+    Raises StartupError; NotReady when only the store or the queue cannot be used now.
+    """
     # Imported here: gunicorn's master imports this module, and only needs the rest when it runs.
     from .auth import Authenticator
     from .errors import InvalidRequest
@@ -42,34 +59,103 @@ def check(environ: Mapping[str, str] | None = None, *, store: bool = True) -> Se
         except InvalidRequest as err:
             # Saved configs are checked with the request schema, whose errors name the field as `param`.
             raise SettingsError(err.message, key=err.param) from None
+        _check_store_url(settings)
     except SettingsError as err:
         raise StartupError(explain(err, environ)) from None
     if store:
         _check_store(settings, environ)
+        _check_queue(settings, environ)
     return settings
+
+
+def _check_store_url(settings: Settings) -> None:
+    """The store's URL names a database this gateway can use, checked without opening it or importing its driver."""
+    import os
+
+    import sqlalchemy as sa
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    url = settings.masked()["store_url"]
+    try:
+        parsed = sa.make_url(settings.store_url)
+    except ArgumentError:
+        raise SettingsError(f"not a database URL: {url!r}", key="store_url") from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise SettingsError(
+            f"cannot open the store at {url}: the store is sqlite:///PATH or postgresql://..., not {parsed.drivername}",
+            key="store_url",
+        )
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        message = f"cannot open the store at {url}: no driver {parsed.drivername!r}"
+        raise SettingsError(message, key="store_url") from None
+    path = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not path.startswith("file:"):
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise SettingsError(f"cannot open the store at {url}: no directory {folder}", key="store_url")
 
 
 def _check_store(settings: Settings, environ: Mapping[str, str] | None) -> None:
     """Open the store, create or upgrade its schema and its tenant salt, and close it again.
 
-    Done in the master so that one process migrates, and a database that cannot be reached stops the
-    start with one line instead of every worker failing with a traceback.
+    Raises NotReady (one line) when it cannot be reached or changed within ``store_write_timeout``.
     """
+    from .errors import StoreUnavailable
     from .store import Store
+    from .store.postgres import deadline
 
     store = None
     try:
         store = Store(settings.store_url, write_timeout=settings.store_write_timeout)
-        store.migrate()
+        # migrate, not prepare: this line is the one the operator reads, without the store's log line.
+        with deadline(settings.store_write_timeout):
+            store.migrate()
         if not settings.key_salt:
             store.secret("key_salt")
-    except Exception as exc:  # any driver's or URL parser's error: all of them mean "cannot start"
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        why = reason[0] if reason else type(exc).__name__
+    except Exception as exc:  # any driver's error: all of them mean "not now"
+        cause = exc.__cause__ if isinstance(exc, StoreUnavailable) and exc.__cause__ else exc
+        reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+        why = reason[0] if reason else type(cause).__name__
         url = settings.masked()["store_url"]
         message = f"cannot open the store at {url}: {why}"
-        raise StartupError(explain(SettingsError(message, key="store_url"), environ)) from None
+        raise NotReady(explain(SettingsError(message, key="store_url"), environ)) from None
     finally:
         if store is not None:
-            # Nothing opened here may cross the fork: the workers open their own connections.
             store.dispose()
+
+
+def _check_queue(settings: Settings, environ: Mapping[str, str] | None) -> None:
+    """A Redis queue answers a ping within a second; raises NotReady (one line) when it does not."""
+    queue = settings.background_queue
+    if not queue.startswith(("redis://", "rediss://", "unix://")):
+        return  # a SQLite queue is a file beside the store, made at first use
+    import redis
+
+    client = redis.Redis.from_url(queue, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        message = f"cannot reach the background queue at {settings.masked()['background_queue']}: {exc}"
+        raise NotReady(explain(SettingsError(message, key="background_queue"), environ)) from None
+    finally:
+        client.close()
+
+
+def probe(environ: Mapping[str, str] | None = None) -> int:
+    """Open the store (creating its schema) and the queue, as a worker will; one line on stderr when either
+    cannot be used now. Run by gunicorn's master in a process of its own once it listens.
+    """
+    try:
+        settings = check(environ, store=False)
+        _check_store(settings, environ)
+        _check_queue(settings, environ)
+    except StartupError as err:
+        print(f"gateway: not ready: {err}", file=sys.stderr, flush=True)
+        return err.status
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(probe())

@@ -70,8 +70,8 @@ def _wait_port(port: int, proc: subprocess.Popen, what: str, log: Path, timeout:
 class PrivatePostgres:
     """``initdb`` in a temp dir, then ``postgres`` on a free port, trust auth, database ``test``.
 
-    As root it runs as ``nobody`` (PostgreSQL refuses to run as root). It is in a process group of its own,
-    so a test can stop the whole server (``pause``/``resume``, SIGSTOP/SIGCONT) as a stalled host would.
+    As root it runs as ``nobody`` (PostgreSQL refuses to run as root). A test can stop the whole server
+    (``pause``/``resume``, SIGSTOP/SIGCONT) as a stalled host would.
     """
 
     def __init__(self) -> None:
@@ -125,11 +125,23 @@ class PrivatePostgres:
             time.sleep(0.1)
 
     def pause(self) -> None:
-        """Stop every process of the server (SIGSTOP): connections stay open and nothing answers."""
-        os.killpg(self.proc.pid, signal.SIGSTOP)
+        """Stop every process of the server (SIGSTOP): connections stay open and nothing answers.
+
+        The postmaster first, so that it forks no one meanwhile; then each child, which PostgreSQL puts in
+        a process group of its own (setsid), so that signalling the postmaster's group misses them.
+        """
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        for pid in self._children():
+            os.kill(pid, signal.SIGSTOP)
 
     def resume(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGCONT)
+        for pid in self._children():
+            os.kill(pid, signal.SIGCONT)
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def _children(self) -> list[int]:
+        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+            return [int(pid) for pid in f.read().split()]
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 
 import pytest
@@ -13,7 +14,7 @@ import requests
 
 from gateway.config import Settings
 from gateway.startup import StartupError, check
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, Gunicorn, free_port
 
 GATEWAY = str(ROOT / ".venv" / "bin" / "gateway")
 BAD_FILES = [
@@ -42,8 +43,9 @@ BAD_FILES = [
         ["[keys.a.providers] opnai", "unknown provider"],
     ),
     ('[configs.c]\nstrategy = { mode = "sideways" }\n', ["[configs.c.strategy] mode", "single, fallback, loadbalance"]),
-    ('store_url = "sqlite:////nonexistent-dir/x.sqlite3"\n', ["gw.toml", "store_url", "cannot open the store"]),
-    ('store_url = "postgresql://u:secret@127.0.0.1:1/x"\n', ["store_url", "u:***@127.0.0.1:1", "refused"]),
+    ('store_url = "sqlite:////nonexistent-dir/x.sqlite3"\n', ["gw.toml", "store_url", "no directory /nonexistent-dir"]),
+    ('store_url = "mysql://u:secret@127.0.0.1/x"\n', ["gw.toml", "store_url", "u:***@127.0.0.1", "postgresql://"]),
+    ('store_url = "not a url"\n', ["gw.toml", "store_url", "not a database URL"]),
 ]
 
 
@@ -80,6 +82,37 @@ def test_a_bad_settings_file_stops_gunicorn_with_one_line(tmp_path, toml, words)
         assert word in lines[0]
     assert "secret" not in ran.stderr
     assert os.listdir(tmp_path / "tmp") == []
+
+
+@pytest.mark.slow
+def test_a_store_that_cannot_be_reached_is_one_line_and_not_ready_not_a_failed_start(tmp_path):
+    # The settings are right; the database is down (nothing listens on port 1). The gateway starts, says so
+    # once, answers /healthz, is not ready, and check-config tells the two apart by its exit status.
+    url = "postgresql://u:secret@127.0.0.1:1/x"
+    env = _env(tmp_path, GATEWAY_STORE_URL=url)
+    ran = subprocess.run([GATEWAY, "check-config"], env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 1, ran.stderr
+    assert ran.stderr.count("\n") == 1
+    assert "GATEWAY_STORE_URL" in ran.stderr and "u:***@127.0.0.1:1" in ran.stderr and "refused" in ran.stderr
+
+    server = Gunicorn({"GATEWAY_STORE_URL": url, "TMPDIR": env["TMPDIR"]}, workers=2, threads=4)
+    assert requests.get(server.url + "/readyz", timeout=5).status_code == 503
+    deadline = time.monotonic() + 10
+    while "not ready" not in server.output() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    resp = requests.post(
+        server.url + "/v1/responses",
+        json={"model": "m", "input": "hi"},
+        headers={"x-portkey-provider": "mock", "Authorization": "Bearer demo"},
+        timeout=10,
+    )
+    assert resp.status_code == 503 and resp.json()["error"]["code"] == "store_unavailable"
+    out = server.stop()
+    # One line from the start-up probe; each worker says it once more when it first finds the store down.
+    probe = [line for line in out.splitlines() if line.startswith("gateway: not ready: GATEWAY_STORE_URL: ")]
+    assert len(probe) == 1 and "u:***@127.0.0.1:1" in probe[0], out
+    assert 1 <= sum("store not ready" in line for line in out.splitlines()) <= 2, out
+    assert "Traceback" not in out and "secret" not in out, out
 
 
 def test_an_environment_variable_at_fault_is_named(tmp_path):

@@ -76,10 +76,17 @@ class Background:
         self._settings = settings
         self._queue: Huey | None = None
         self._queue_lock = threading.Lock()
-        self._aead = AESGCM(bytes.fromhex(store.secret("background_key")))
+        self._cipher: AESGCM | None = None
         self._executor: Any = None  # set in consumer processes (consumer.Runner)
         self._run: Any = None
         self.watch = Watch(store)
+
+    @property
+    def _aead(self) -> AESGCM:
+        # Read from the store at first use (StoreUnavailable while it cannot be reached).
+        if self._cipher is None:
+            self._cipher = AESGCM(bytes.fromhex(self.store.secret("background_key")))
+        return self._cipher
 
     @property
     def queue(self) -> Huey:

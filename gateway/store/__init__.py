@@ -2,6 +2,11 @@
 
 Every call has a bounded wait: a write is retried with backoff until ``write_timeout`` and then raises
 StoreUnavailable, a read raises it at once; the caller answers 503 and acknowledges nothing unrecorded.
+Every wait on PostgreSQL ends by the call's deadline and yields to other greenlets (postgres.py).
+
+Nothing is read from the database when the store is made: the schema is checked (created or upgraded) by
+the first call that needs it, so a process starts, and answers what needs no store, while the database is
+down, and serves again when it is back.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import logging
 import os
 import random
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection
@@ -28,6 +34,7 @@ from ..errors import StoreUnavailable, UpstreamError
 from .background import BackgroundStore, delete_runs
 from .conversations import ConversationStore, StoredConversation, append_in, resendable
 from .group import GroupCommit
+from .postgres import connect_listener, deadline, remaining
 from .tables import INPUT, OBSOLETE_INDEXES, OUTPUT, SCHEMA_VERSION, items, meta, metadata, responses
 
 __all__ = ["ConversationStore", "StoredConversation"]
@@ -199,9 +206,17 @@ def make_engine(url: str, *, timeout: float = 5.0) -> Engine:
     if isinstance(options, tuple):
         options = " ".join(options)
     connect_args["options"] = f"{options} -c statement_timeout={millis}".strip()
-    return sa.create_engine(
+    engine = sa.create_engine(
         url, pool_size=8, max_overflow=32, pool_pre_ping=True, pool_timeout=timeout, connect_args=connect_args
     )
+    # A lone wait is held to a little over the timeout even outside a store call (a ping, a dispose).
+    sa.event.listen(engine, "do_connect", connect_listener(timeout + 1.0))
+    return engine
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _kind(exc: BaseException) -> str:
@@ -228,24 +243,40 @@ class Store:
         self.background = BackgroundStore(self)
         # Under gevent, records made in one turn of the worker's event loop share a transaction (group.py).
         self._group = GroupCommit(self) if greenlets.active() else None
+        self._prepared = False
+        self._unready_logged = False
+        self._prepare_lock = threading.Lock()  # a greenlet's lock under gevent
+        self._secrets: dict[str, str] = {}
 
     def _call(self, op: str, fn: Callable[[], T], *, retry_for: float = 0.0) -> T:
         """Run ``fn``, retrying a failure with jittered backoff for up to ``retry_for`` seconds.
 
-        Raises StoreUnavailable when the database cannot answer in that time.
+        Raises StoreUnavailable when the database cannot answer in that time. The whole call, each wait
+        inside every attempt included, ends within ``write_timeout`` (or ``retry_for``, if longer).
         """
         started = time.perf_counter()
-        deadline = time.monotonic() + retry_for
+        now = time.monotonic()
+        bound = now + max(retry_for, self.write_timeout)
+        if (outer := remaining()) is not None:  # a caller's earlier bound (a group commit's) holds
+            bound = min(bound, now + outer)
+        retry_until = min(now + retry_for, bound)
+        if not self._prepared:
+            try:
+                self.prepare()
+            except StoreUnavailable:
+                self._report(op, started, "not_ready")
+                raise
         wait = 0.02
         while True:
             try:
-                result = fn()
+                with deadline(bound - time.monotonic()):
+                    result = fn()
             except _UNAVAILABLE as exc:
                 if isinstance(exc, IntegrityError):
                     raise
                 kind = _kind(exc)
-                if time.monotonic() + wait >= deadline:
-                    log.warning("store %s failed (%s): %s", op, kind, str(exc).splitlines()[0][:200])
+                if time.monotonic() + wait >= retry_until:
+                    log.warning("store %s failed (%s): %s", op, kind, _first_line(exc))
                     self._report(op, started, kind)
                     raise StoreUnavailable() from exc
                 time.sleep(random.uniform(wait / 2, wait))
@@ -254,15 +285,41 @@ class Store:
             self._report(op, started, None)
             return result
 
+    def prepare(self) -> None:
+        """Create or upgrade the schema, once per process; the first store call does it when not done yet.
+
+        Raises StoreUnavailable (logged in one line) when the database cannot be reached or changed within
+        ``write_timeout``; the next call tries again.
+        """
+        with self._prepare_lock:
+            if self._prepared:
+                return
+            try:
+                with deadline(self.write_timeout):
+                    self.migrate()
+            except _UNAVAILABLE as exc:
+                # Once per outage, not once per request or readiness probe while it lasts.
+                if not self._unready_logged:
+                    self._unready_logged = True
+                    log.warning("store not ready (%s): %s", _kind(exc), _first_line(exc))
+                raise StoreUnavailable() from exc
+            if self._unready_logged:
+                log.info("store ready")
+
     def _report(self, op: str, started: float, error: str | None) -> None:
         if self._observe is not None:
             self._observe(op, time.perf_counter() - started, error)
 
-    def ready(self) -> tuple[bool, str]:
-        """Whether the store answers now and its schema is the one this code expects, and why not."""
+    def ready(self, timeout: float = 1.0) -> tuple[bool, str]:
+        """Whether the store answers within ``timeout`` and its schema is the one this code expects, and why not."""
         try:
-            with self.engine.connect() as conn:
-                value = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+            with deadline(timeout):
+                if not self._prepared:
+                    self.prepare()
+                with self.engine.connect() as conn:
+                    value = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+        except StoreUnavailable as exc:
+            return False, f"store unavailable ({_kind(exc.__cause__ or exc)})"
         except _UNAVAILABLE as exc:
             return False, f"store unavailable ({_kind(exc)})"
         if value != str(SCHEMA_VERSION):
@@ -288,6 +345,7 @@ class Store:
                     for name in OBSOLETE_INDEXES:
                         conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
                     self._set_default(conn, "schema_version", str(SCHEMA_VERSION))
+                self._prepared = True
                 return
             except (OperationalError, ProgrammingError, IntegrityError):
                 # Another process created the same table between our check and our CREATE (SQLite).
@@ -303,13 +361,24 @@ class Store:
         return value
 
     def secret(self, name: str) -> str:
-        """A random secret made once and kept in the store, the same for every process sharing it."""
+        """A random secret made once and kept in the store, the same for every process sharing it.
+
+        Read at its first use and kept; raises StoreUnavailable while the store cannot be reached.
+        """
+        if name in self._secrets:
+            return self._secrets[name]
+
+        def write() -> str:
+            with self.engine.begin() as conn:
+                return self._set_default(conn, name, secrets.token_hex(32))
+
         for _ in range(3):
             try:
-                with self.engine.begin() as conn:
-                    return self._set_default(conn, name, secrets.token_hex(32))
+                value = self._call("secret", write, retry_for=self.write_timeout)
             except IntegrityError:
                 continue  # another process inserted it first: read theirs
+            self._secrets[name] = value
+            return value
         raise RuntimeError(f"could not read or create the store secret {name!r}")
 
     # ------------------------------------------------------------------ writes
@@ -583,8 +652,11 @@ class Store:
         }
 
     def count(self) -> int:
-        with self.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(responses)).scalar_one()
+        def read() -> int:
+            with self.engine.connect() as conn:
+                return conn.execute(sa.select(sa.func.count()).select_from(responses)).scalar_one()
+
+        return self._call("count", read)
 
     def dispose(self) -> None:
         self.engine.dispose()

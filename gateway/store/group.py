@@ -16,18 +16,21 @@ appends take the conversation's lock, and one transaction taking several could d
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import StoreUnavailable
+from .postgres import deadline
 
 
 class _Record:
-    __slots__ = ("alone", "done", "error", "lead", "row", "rows")
+    __slots__ = ("alone", "done", "error", "lead", "row", "rows", "started")
 
     def __init__(self, row: dict, rows: list[dict], alone: Callable[[], None], done: Any):
+        self.started = time.monotonic()
         self.row = row
         self.rows = rows
         self.alone = alone
@@ -83,18 +86,24 @@ class GroupCommit:
 
     def _write(self, batch: list[_Record]) -> None:
         settled = False
+        # A record's bound counts from its request's arrival, its wait behind the batch before included: on
+        # a frozen database, records queued behind a batch would otherwise wait its bound and then their own.
+        at = min(record.started for record in batch) + self._store.write_timeout
         try:
-            if len(batch) == 1:
-                self._settle(batch[0])
-            else:
-                try:
-                    self._store._call("record", lambda: self._insert(batch), retry_for=self._store.write_timeout)
-                except IntegrityError:
-                    for record in batch:
-                        self._settle(record)
-                except Exception as exc:  # every record's failure, as it would have been alone
-                    for record in batch:
-                        record.error = exc
+            with deadline(at - time.monotonic()):
+                if len(batch) == 1:
+                    self._settle(batch[0])
+                else:
+                    try:
+                        self._store._call(
+                            "record", lambda: self._insert(batch), retry_for=self._store.write_timeout
+                        )
+                    except IntegrityError:
+                        for record in batch:
+                            self._settle(record)
+                    except Exception as exc:  # every record's failure, as it would have been alone
+                        for record in batch:
+                            record.error = exc
             settled = True
         finally:
             for record in batch:
