@@ -8,9 +8,8 @@ from typing import Any
 
 from . import compaction
 from .auth import Caller
-from .errors import InvalidRequest, NotFound
+from .errors import InvalidRequest, NotFound, conversation_not_found
 from .items import TurnInput, as_listed, references
-from .relay import conversation_not_found
 from .services import Services
 from .store import StoredConversation, input_items_of
 

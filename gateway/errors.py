@@ -164,3 +164,8 @@ def init_app(app: Flask) -> None:
         # The traceback goes to the log only; the client learns nothing about internals.
         log.exception("unhandled error")
         return _render(INTERNAL_ERROR, 500)
+
+
+def conversation_not_found(conv_id: str, param: str | None = None) -> NotFound:
+    """The one 404 for a conversation that does not exist or belongs to another key."""
+    return NotFound(f"Conversation with id '{conv_id}' not found.", param=param)

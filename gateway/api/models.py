@@ -6,7 +6,7 @@ import re
 
 from flask import Response, g, request
 
-from .. import relay
+from .. import pipeline
 from ..errors import InvalidRequest
 from ..services import current_services
 from . import caller_of, to_response
@@ -29,7 +29,7 @@ def _model_id(model_id: str) -> str:
 def list_models() -> Response:
     svc = current_services()
     caller = caller_of(svc)
-    reply, target = relay.models(svc, caller, request.headers, None, g.trace)
+    reply, target = pipeline.models(svc, caller, request.headers, None, g.trace)
     return to_response(reply, target.provider.name)
 
 
@@ -38,5 +38,5 @@ def retrieve_model(model_id: str) -> Response:
     svc = current_services()
     model_id = _model_id(model_id)
     caller = caller_of(svc)
-    reply, target = relay.models(svc, caller, request.headers, model_id, g.trace)
+    reply, target = pipeline.models(svc, caller, request.headers, model_id, g.trace)
     return to_response(reply, target.provider.name)

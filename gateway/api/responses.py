@@ -1,4 +1,4 @@
-"""The Responses API endpoints. Views validate, call one relay function, and return."""
+"""The Responses API endpoints. Views validate, call one pipeline function, and return."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 
 from flask import Response, g, request
 
-from .. import relay
+from .. import pipeline
 from ..errors import InvalidRequest
 from ..schemas import validate
 from ..schemas.responses import (
@@ -48,7 +48,7 @@ def create() -> Response:
     if svc.observer.log_prompts:
         trace.prompt = {"instructions": body.get("instructions"), "input": body.get("input")}
     caller = caller_of(svc)
-    reply, target = relay.create(svc, caller, request.headers, body, trace)
+    reply, target = pipeline.create(svc, caller, request.headers, body, trace)
     return to_response(reply, target.provider.name)
 
 
@@ -57,7 +57,7 @@ def retrieve(response_id: str) -> Response:
     svc = current_services()
     query = validate(_retrieve_schema, query_dict(request.args))
     caller = caller_of(svc)
-    reply, target = relay.retrieve(svc, caller, request.headers, _response_id(response_id), query)
+    reply, target = pipeline.retrieve(svc, caller, request.headers, _response_id(response_id), query)
     return to_response(reply, target.provider.name)
 
 
@@ -65,7 +65,7 @@ def retrieve(response_id: str) -> Response:
 def delete(response_id: str) -> Response:
     svc = current_services()
     caller = caller_of(svc)
-    reply, target = relay.delete(svc, caller, request.headers, _response_id(response_id))
+    reply, target = pipeline.delete(svc, caller, request.headers, _response_id(response_id))
     return to_response(reply, target.provider.name)
 
 
@@ -74,7 +74,7 @@ def input_items(response_id: str) -> Response:
     svc = current_services()
     query = validate(_items_schema, query_dict(request.args))
     caller = caller_of(svc)
-    reply, target = relay.input_items(svc, caller, request.headers, _response_id(response_id), query)
+    reply, target = pipeline.input_items(svc, caller, request.headers, _response_id(response_id), query)
     return to_response(reply, target.provider.name)
 
 
@@ -85,7 +85,7 @@ def compact() -> Response:
     body = json_body()
     validate(_compact_schema, body)
     g.trace.model = body.get("model")
-    reply, target = relay.compact(svc, caller, request.headers, body, g.trace)
+    reply, target = pipeline.compact(svc, caller, request.headers, body, g.trace)
     return to_response(reply, target.provider.name)
 
 
@@ -96,7 +96,7 @@ def input_tokens() -> Response:
     body = json_body()
     validate(_count_schema, body)
     g.trace.model = body.get("model")
-    reply, target = relay.input_tokens(svc, caller, request.headers, body, g.trace)
+    reply, target = pipeline.input_tokens(svc, caller, request.headers, body, g.trace)
     return to_response(reply, target.provider.name)
 
 
@@ -104,5 +104,5 @@ def input_tokens() -> Response:
 def cancel(response_id: str) -> Response:
     svc = current_services()
     caller = caller_of(svc)
-    reply, target = relay.cancel(svc, caller, request.headers, _response_id(response_id))
+    reply, target = pipeline.cancel(svc, caller, request.headers, _response_id(response_id))
     return to_response(reply, target.provider.name)

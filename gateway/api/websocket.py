@@ -1,4 +1,4 @@
-"""WebSocket mode on /v1/responses: a client transport into the same ``relay.create`` as POST /v1/responses.
+"""WebSocket mode on /v1/responses: a client transport into the same ``pipeline.create`` as POST /v1/responses.
 
 A client opens one socket (``Upgrade: websocket``, the same auth and routing headers) and sends
 ``{"type": "response.create", ...}`` frames, the create body's fields beside ``type``; each turn's events come
@@ -22,7 +22,7 @@ import orjson
 import simple_websocket
 from flask import Response, g, request
 
-from .. import relay, sse
+from .. import pipeline, sse
 from ..auth import Caller
 from ..errors import INTERNAL_ERROR, GatewayError, InvalidRequest, note_error
 from ..memory import ConnectionMemory
@@ -272,7 +272,7 @@ class Connection:
         trace.model, trace.stream = body.get("model"), True
         if self.svc.observer.log_prompts:
             trace.prompt = {"instructions": body.get("instructions"), "input": body.get("input")}
-        reply, target = relay.create(
+        reply, target = pipeline.create(
             self.svc, self.caller, self.headers, body, trace, memory=self.memory, generate=generate is not False
         )
         trace.provider = target.provider.name

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from werkzeug.datastructures import Headers
 
-from .. import relay, sse
+from .. import pipeline, sse
 from ..auth import Caller
 from ..errors import GatewayError, StoreUnavailable
 from ..observe import Trace
@@ -153,7 +153,7 @@ class Run:
         trace = Trace(trace_id=self.response_id, method="POST", path="background")
         started = time.monotonic()
         try:
-            reply, _ = relay.create(
+            reply, _ = pipeline.create(
                 svc, caller, Headers(job.headers), job.body, trace, run=self
             )
         except StoreUnavailable:

@@ -1,0 +1,111 @@
+"""Reads beside the pipeline: retrieve, delete, input items, cancel, models."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from .. import native
+from ..auth import Caller
+from ..call import BACKGROUND
+from ..errors import (
+    InvalidRequest,
+    not_found_response,
+)
+from ..items import as_listed
+from ..observe import Trace
+from ..reply import Reply, json_ok
+from ..routing import Target
+from ..services import Services
+from .attempt import attempt
+from .resolve import locate
+
+
+def retrieve(
+    svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str, query: dict[str, Any]
+) -> tuple[Reply, Target]:
+    record, target = locate(svc, caller, headers, response_id)
+    if record is not None and record.mode == BACKGROUND:
+        if query.get("stream"):
+            return svc.background.replay(record, query.get("starting_after")), target
+        return json_ok(svc.background.current(record)), target
+    if record is not None and record.mode == "emulated":
+        if query.get("stream"):
+            # As the API answers for a response that was not made in the background: nothing to replay.
+            raise not_found_response(response_id)
+        return json_ok(record.body), target
+    reply = native.retrieve(svc.upstream, target, response_id, query, headers)
+    if record is not None and reply.data is not None and record.body.get("conversation"):
+        # The provider never saw the conversation: the gateway's record names it.
+        reply.data["conversation"] = record.body["conversation"]
+        reply.body = orjson.dumps(reply.data)
+    return reply, target
+
+
+def delete(svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str) -> tuple[Reply, Target]:
+    """Delete at the provider (native), then in the store; also when the provider had already forgotten it."""
+    record, target = locate(svc, caller, headers, response_id)
+    deleted = {"id": response_id, "object": "response", "deleted": True}
+    if record is not None and record.mode != "native":
+        svc.store.delete(caller.tenant, response_id)
+        return json_ok(deleted), target
+    reply = native.delete(svc.upstream, target, response_id, headers)
+    if record is not None and (reply.status < 300 or reply.status == 404):
+        svc.store.delete(caller.tenant, response_id)
+        if reply.status == 404:
+            reply = json_ok(deleted)
+    return reply, target
+
+
+def input_items(
+    svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str, query: dict[str, Any]
+) -> tuple[Reply, Target]:
+    record, target = locate(svc, caller, headers, response_id)
+    if record is not None and record.mode != "native":
+        page = svc.store.input_items(
+            caller.tenant, response_id, limit=query["limit"], order=query["order"], after=query.get("after")
+        )
+        if page is None:  # deleted between the two reads
+            raise not_found_response(response_id)
+        data, has_more = page
+        data = [as_listed(item) for item in data]  # the API's item shapes, whatever short form was sent
+        return json_ok(
+            {
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+                "has_more": has_more,
+            }
+        ), target
+    return native.input_items(svc.upstream, target, response_id, query, headers), target
+
+
+def cancel(svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str) -> tuple[Reply, Target]:
+    """POST /v1/responses/{id}/cancel: a live background response ends ``cancelled``, its output so far kept;
+    a finished one is returned as it is. Raises InvalidRequest for a response not made in the background.
+    """
+    record, target = locate(svc, caller, headers, response_id)
+    if record is None:  # a response the provider made outside the gateway, for a caller with its own key
+        return native.post(svc.upstream, target, native.path_of(response_id, "/cancel"), b"{}", headers), target
+    if record.mode != BACKGROUND:
+        raise InvalidRequest("Only responses created with background=true can be cancelled.", param="response_id")
+    return json_ok(svc.background.cancel(record)), target
+
+
+def models(
+    svc: Services, caller: Caller, headers: Mapping[str, str], model_id: str | None, trace: Trace
+) -> tuple[Reply, Target]:
+    """GET /v1/models, or /v1/models/{model_id}: the provider's answer, with the routing's retries and fallbacks."""
+    from .. import models as provider_models
+
+    def call(target: Target) -> Reply:
+        if model_id is None:
+            return provider_models.list_models(svc.upstream, target, headers)
+        return provider_models.retrieve_model(svc.upstream, target, model_id, headers)
+
+    return attempt(svc, svc.router.targets(headers, caller), call, trace)
+
+
