@@ -1,4 +1,4 @@
-"""Values below every layer: the Turn one create carries to every target it tries."""
+"""Values below every layer: a create's Context and the Turn it carries to every target it tries."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .auth import Caller
     from .items import TurnInput
     from .memory import ConnectionMemory
+    from .observe import Trace
     from .store import StoredResponse
 
 # The mode of a response the gateway ran in the background: read from the store, whichever provider made it.
@@ -29,3 +33,13 @@ class Turn:
     generate: bool = True  # False: answer a response made of the request alone (warm-up)
     run: Any = None  # a background run (consumer.Run): its response id, and where its final record goes
 
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What the stages and the extensions of one create share: the components, the caller, the request."""
+
+    svc: Any  # services.Services: the pipeline gets its components as a value, and never imports services.py
+    caller: Caller
+    headers: Mapping[str, str]
+    trace: Trace

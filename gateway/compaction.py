@@ -72,6 +72,15 @@ class Sealer:
         return {"id": new_id("cmp"), "type": COMPACTION, "encrypted_content": self.seal(tenant, summary)}
 
 
+def threshold(body: dict) -> int | None:
+    """The ``compact_threshold`` of the request's ``context_management`` compaction entry, if any."""
+    for entry in body.get("context_management") or []:
+        if isinstance(entry, dict) and entry.get("type") == "compaction":
+            value = entry.get("compact_threshold")
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return None
+
+
 def is_ours(item: dict) -> bool:
     content = item.get("encrypted_content")
     return item.get("type") == COMPACTION and isinstance(content, str) and content.startswith(PREFIX)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
+from typing import Any
 
 import orjson
 
@@ -62,6 +63,17 @@ class ConnectionMemory:
         """True when only this memory holds the response: neither the store nor the provider kept it."""
         held = self._held.get(response_id)
         return held is not None and not held.kept
+
+    def take(self, response: dict, done: Any) -> None:
+        """The pipeline's sink: hold every finished response of the connection (``pipeline.finish.Finished``)."""
+        self.remember(
+            response,
+            provider=done.provider,
+            mode=done.mode,
+            input_items=done.input_items,
+            history=done.before,
+            kept=done.keep,
+        )
 
     def remember(
         self,

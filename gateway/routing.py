@@ -198,3 +198,10 @@ class Router:
                 code="custom_host_not_allowed",
             )
         return host
+
+
+def mark(headers: dict[str, str], target: Target, retries: int) -> None:
+    """Say in the response's headers which target answered, and after how many retries."""
+    headers["x-portkey-provider"] = target.provider.name
+    headers["x-portkey-last-used-option-index"] = str(target.index)
+    headers["x-portkey-retry-attempt-count"] = str(retries)

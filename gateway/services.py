@@ -10,6 +10,9 @@ from .auth import Authenticator
 from .background.service import Background
 from .compaction import Sealer
 from .config import Settings
+from .extensions.background import BackgroundSubmission
+from .extensions.compaction import AutoCompaction
+from .extensions.warmup import WarmUp
 from .observe import Observer
 from .providers import Catalogue
 from .routing import Router
@@ -30,6 +33,8 @@ class Services:
     observer: Observer
     sealer: Sealer  # seals and opens the gateway's compaction items
     background: Background  # the task queue of background runs, and the streams that follow them
+    # The pipeline's extensions, in the order it calls them (see extensions/__init__.py).
+    extensions: tuple = ()
 
 
 def init_app(app: Flask, settings: Settings) -> Services:
@@ -65,6 +70,7 @@ def init_app(app: Flask, settings: Settings) -> Services:
         # One key for every worker and host sharing the store, kept with the data it protects.
         sealer=Sealer(lambda: store.secret("compaction_key")),
         background=Background(settings, store),
+        extensions=(BackgroundSubmission(), AutoCompaction(), WarmUp()),
     )
     app.extensions[EXTENSION] = svc
     return svc

@@ -111,10 +111,10 @@ class Runner:
 
 
 class Run:
-    """One background response being run: where the relay's events and final record go.
+    """One background response being run: where the pipeline's events and final record go.
 
-    The relay calls ``stage`` with the final response just before the stream's closing event; the closing
-    event then commits both, with the events still unwritten, in one transaction.
+    The pipeline hands the final response to ``take`` (its sink) just before the stream's closing event; the
+    closing event then commits both, with the events still unwritten, in one transaction.
     """
 
     def __init__(self, runner: Runner, claimed: Claimed):
@@ -132,11 +132,10 @@ class Run:
         self._abort: Any = None
         self._lock = threading.Lock()
 
-    # ------------------------------------------------------------------ the relay's side
-    def stage(
-        self, response: dict, input_items: list[dict], conversation: str | None, provider: str, mode: str
-    ) -> None:
-        self.staged = (response, input_items, conversation, provider, mode)
+    # ------------------------------------------------------------------ the pipeline's side
+    def take(self, response: dict, done: Any) -> None:
+        """The pipeline's sink: the final record, committed with the stream's last events (``end``)."""
+        self.staged = (response, done.input_items, done.conversation, done.provider, done.mode)
 
     # ------------------------------------------------------------------ running
     def go(self) -> None:

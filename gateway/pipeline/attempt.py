@@ -17,7 +17,7 @@ from ..errors import (
 )
 from ..observe import Trace
 from ..reply import Reply
-from ..routing import Target
+from ..routing import Target, mark
 from ..services import Services
 
 log = logging.getLogger("gateway")
@@ -76,12 +76,6 @@ def attempt(
             return reply, target
         log.info("falling back from %s after %s", target.provider.name, status)
     raise AssertionError("no targets")  # routing always yields at least one
-
-
-def mark(headers: dict[str, str], target: Target, retries: int) -> None:
-    headers["x-portkey-provider"] = target.provider.name
-    headers["x-portkey-last-used-option-index"] = str(target.index)
-    headers["x-portkey-retry-attempt-count"] = str(retries)
 
 
 def _backoff(retries: int, retry_after: str | None, settings: Any) -> float | None:

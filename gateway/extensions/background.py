@@ -1,0 +1,26 @@
+"""Background submission: a create with ``background: true`` is checked, recorded as queued and put on the
+task queue; a consumer process runs it later through the same pipeline, with its run as the sink.
+"""
+
+from __future__ import annotations
+
+from ..call import Context, Turn
+from ..reply import Reply
+from ..routing import Target, mark
+
+
+class BackgroundSubmission:
+    def before(self, ctx: Context, turn: Turn, targets: list[Target]) -> Reply | None:
+        if not turn.body.get("background") or turn.run is not None:
+            return None
+        reply = ctx.svc.background.submit(
+            caller=ctx.caller,
+            headers=ctx.headers,
+            body=turn.body,
+            provider=targets[0].provider.name,
+            input_items=turn.input.items,
+            previous_response_id=turn.prev_id,
+            conversation=turn.conversation,
+        )
+        mark(reply.headers, targets[0], 0)
+        return reply

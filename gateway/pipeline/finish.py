@@ -1,0 +1,104 @@
+"""Finish: the final response amended, then handed to the sinks in order (the store, or a background run's,
+then a connection's memory). The store's commit comes before the answer or the stream's terminal event;
+StoreUnavailable travels up unchanged (a 503, or an error event in place of the terminal one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..auth import Caller
+from ..call import Turn
+from ..errors import StoreUnavailable
+from ..observe import Trace
+from ..store import mint_item_id
+from .plan import Plan
+
+if TYPE_CHECKING:
+    from ..services import Services
+
+# Response statuses whose items join their conversation: the turn ended and the caller builds on it.
+_APPENDED = frozenset({"completed", "incomplete"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Finished:
+    """What a sink is handed with a final response: whose it is, who made it, and what it answered."""
+
+    tenant: str
+    provider: str
+    mode: str  # "native" or "emulated"
+    input_items: list[dict]  # this turn's items as recorded
+    conversation: str | None  # the conversation the turn joins (None: none, or the turn did not end)
+    keep: bool  # the caller asked for the response to be stored
+    before: list[dict] | None  # the conversation before this turn (None: only the store knows it)
+
+
+class StoreSink:
+    """The gateway's store: the response and its items, or (``store: false``) only its conversation's turn."""
+
+    def __init__(self, store: Any):
+        self._store = store
+
+    def take(self, response: dict, done: Finished) -> None:
+        if not done.keep:
+            if done.conversation is not None:
+                self._store.conversations.append_turn(
+                    done.tenant, done.conversation, response["id"], done.input_items, _output_items(response)
+                )
+            return
+        self._store.record(
+            tenant=done.tenant,
+            provider=done.provider,
+            mode=done.mode,
+            response=response,
+            input_items=done.input_items,
+            conversation=done.conversation,
+        )
+
+
+def finisher(svc: Services, caller: Caller, turn: Turn, plan: Plan, trace: Trace) -> Callable[[dict], None]:
+    """The function the adapter calls with the final response, before the answer leaves."""
+    conv = turn.conversation
+    # A background run keeps its record itself, with its last events; otherwise the store does.
+    kept_by = turn.run if turn.run is not None else StoreSink(svc.store)
+
+    def finish(response: dict) -> None:
+        trace.usage_from(response)
+        if not isinstance(response.get("id"), str):
+            return
+        appended = conv is not None and response.get("status") in _APPENDED
+        if conv is not None:
+            response["conversation"] = {"id": conv}
+        done = Finished(
+            tenant=caller.tenant,
+            provider=plan.target.provider.name,
+            mode=plan.mode,
+            input_items=plan.recorded_input,
+            conversation=conv if appended else None,
+            keep=turn.keep,
+            before=plan.before,
+        )
+        if turn.keep or appended:
+            if plan.switched:
+                response["previous_response_id"] = turn.prev_id
+            try:
+                kept_by.take(response, done)
+            except StoreUnavailable:
+                # Nothing unrecorded is acknowledged.
+                trace.error = StoreUnavailable.code
+                raise
+        if turn.memory is not None:
+            turn.memory.take(response, done)
+
+    return finish
+
+
+def _output_items(response: dict) -> list[dict]:
+    out = []
+    for item in response.get("output") or []:
+        if isinstance(item, dict):
+            out.append(item if isinstance(item.get("id"), str) else {**item, "id": mint_item_id(item)})
+    return out

@@ -1,0 +1,182 @@
+"""Plan and send: what one target is sent for a turn, then its adapter (native pass-through or emulation).
+
+A native provider continues by id only a response it made and kept itself; otherwise it is sent the
+conversation (another provider's, one the gateway made, or one only a connection's memory holds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+import orjson
+
+from .. import compaction, emulation, native
+from ..auth import Caller
+from ..call import Turn
+from ..reply import Reply
+from ..routing import Target
+from ..store import input_items_of
+from .resolve import previous_not_found
+
+if TYPE_CHECKING:
+    from ..services import Services
+
+
+@dataclasses.dataclass
+class Plan:
+    """What one target is sent for a turn, and what its record will say. Extensions' ``plan`` may change it."""
+
+    target: Target
+    native: bool  # the provider's own Responses API is called (not emulated, and generating)
+    switched: bool  # the provider is sent the conversation, not the previous response's id
+    body: dict  # the request as this target gets it (override params, stream forced for a run)
+    history: list[dict]  # the conversation before this turn, as the provider is sent it
+    new_items: list[dict]  # this turn's items, as the provider is sent them
+    recorded_input: list[dict]  # this turn's items, as they are recorded
+    before: list[dict] | None  # the conversation before this turn, for a connection's memory (None: the store)
+
+    @property
+    def mode(self) -> str:
+        return "native" if self.native else "emulated"
+
+
+def make_plan(svc: Services, caller: Caller, turn: Turn, target: Target) -> Plan:
+    """The plan for ``target``; raises InvalidRequest for items or a previous response it cannot be sent."""
+    body, prev, memory = turn.body, turn.prev, turn.memory
+    native_call = target.provider.native and turn.generate
+    switched = (
+        native_call
+        and prev is not None
+        and (
+            prev.provider != target.provider.name
+            or prev.mode != "native"
+            or (memory is not None and memory.unstored(prev.id))
+        )
+    )
+    if not native_call or switched or turn.conversation is not None:
+        turn.input.check_resolved()  # an emulated provider keeps no items, a new one never saw these
+    if target.override_params:
+        body = {**body, **target.override_params}
+    if turn.run is not None:
+        # A background run reads its provider's stream whatever the client asked: its events are stored as
+        # they come. The provider is not asked to run it in the background itself.
+        body = {**body, "stream": True}
+        if native_call:
+            body = {k: v for k, v in body.items() if k != "background"}
+    history: list[dict] = []
+    read = turn.history is not None or prev is None  # the conversation before this turn is known here
+    if turn.history is not None:
+        history = turn.history
+    elif prev is not None and (
+        not native_call
+        or switched
+        or needs_history(body, target, native_call)
+        or (memory is not None and not turn.keep)
+    ):
+        # (A response only a connection's memory will hold needs the conversation before it.)
+        history = compaction.since_last(_history(svc, caller, prev.id, turn))
+        read = True
+    if not native_call and turn.prev_id and prev is None:
+        raise previous_not_found(turn.prev_id)  # an emulated provider keeps no state to ask instead
+    return Plan(
+        target=target,
+        native=native_call,
+        switched=switched,
+        body=body,
+        history=history,
+        new_items=turn.input.items,
+        recorded_input=turn.input.items,
+        before=history if read else None,
+    )
+
+
+def needs_history(body: dict, target: Target, native_call: bool) -> bool:
+    """Whether the gateway compacts this request itself (the provider does not): it needs the history."""
+    return compaction.threshold(body) is not None and not (native_call and target.provider.compact)
+
+
+def _history(svc: Services, caller: Caller, response_id: str, turn: Turn) -> list[dict]:
+    """The conversation up to and including ``response_id``: from the connection's memory, else the store."""
+    held = turn.memory.context(response_id) if turn.memory is not None else None
+    return held if held is not None else svc.store.chain_items(caller.tenant, response_id)
+
+
+def send(
+    svc: Services,
+    caller: Caller,
+    headers: Mapping[str, str],
+    turn: Turn,
+    plan: Plan,
+    finish: Callable[[dict], None],
+) -> Reply:
+    """Call the plan's target through its adapter; ``finish`` gets the final response before it is answered."""
+    conv, run, target = turn.conversation, turn.run, plan.target
+    history = compaction.expand(svc.sealer, caller.tenant, plan.history, "conversation" if conv else "input")
+    if not plan.native:
+        return emulation.create(
+            svc.upstream,
+            target,
+            {**plan.body, "conversation": {"id": conv}} if conv is not None else plan.body,
+            history=history,
+            new_items=compaction.expand(svc.sealer, caller.tenant, plan.new_items),
+            previous_response_id=turn.prev_id,
+            on_final=finish,
+            response_id=run.response_id if run is not None else None,
+        )
+    payload = _native_payload(svc, caller, turn, plan, history)
+
+    def amend(response: dict) -> None:
+        if conv is not None:
+            response["conversation"] = {"id": conv}
+        if plan.switched:  # the provider was sent the conversation, not the id: the client's events name it
+            response["previous_response_id"] = turn.prev_id
+        if run is not None:  # the client knows the run by the id the gateway gave it when queueing it
+            response["id"] = run.response_id
+            response["background"] = True
+
+    reply = native.create(
+        svc.upstream,
+        target,
+        payload,
+        stream=bool(plan.body.get("stream")),
+        client_headers=headers,
+        on_final=finish,
+        rewrite=amend if conv is not None or plan.switched or run is not None else None,
+    )
+    if reply.data is not None:
+        if run is not None:
+            amend(reply.data)
+        finish(reply.data)
+        if plan.switched or conv is not None:
+            reply.body = orjson.dumps(reply.data)
+    return reply
+
+
+def _native_payload(svc: Services, caller: Caller, turn: Turn, plan: Plan, history: list[dict]) -> bytes:
+    """The body a native provider is sent: the parsed one the gateway checked, re-encoded.
+
+    Never the raw bytes, in which a duplicate key could say one thing to the gateway's parser (the last
+    value wins) and another to the provider's. Re-encoding costs microseconds with orjson; rejecting
+    duplicates would need a second, slower parse of every body. References to items another provider made
+    go as the items (see TurnInput).
+    """
+    body = plan.body
+    turn_input = turn.input.native_input(plan.target.provider.name)
+    if plan.new_items is not turn.input.items:  # compacted: the gateway's items, not the caller's
+        turn_input = [{k: v for k, v in i.items() if k != "id"} for i in plan.new_items]
+    if turn_input is None and compaction.has_ours(turn.input.items):
+        turn_input = input_items_of(body.get("input"), mint=False)
+    if turn_input is not None:
+        turn_input = compaction.expand(svc.sealer, caller.tenant, turn_input)
+    if plan.switched or turn.conversation is not None:
+        # The provider has never seen this conversation: send it the history, not an id it cannot know.
+        if turn_input is None:
+            turn_input = input_items_of(body.get("input"), mint=False)
+        inlined = {k: v for k, v in body.items() if k != "previous_response_id"}
+        inlined["input"] = history + turn_input
+        return orjson.dumps(inlined)
+    if turn_input is not None:
+        return orjson.dumps({**body, "input": turn_input})
+    return orjson.dumps(body)
