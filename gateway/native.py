@@ -11,7 +11,7 @@ from . import sse
 from .errors import GatewayError, StoreUnavailable, UpstreamError
 from .reply import Reply, error_event, json_reply, opened_events, passed_headers, send
 from .routing import Target
-from .store.background import TERMINAL_EVENTS
+from .sse import TERMINAL_EVENTS
 from .upstream import Upstream, UpstreamResponse
 
 # Terminal events that acknowledge a result: sent only once the record is committed.

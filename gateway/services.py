@@ -6,6 +6,7 @@ import dataclasses
 
 from flask import Flask, current_app
 
+from . import mock
 from .auth import Authenticator
 from .background.service import Background
 from .compaction import Sealer
@@ -57,6 +58,7 @@ def init_app(app: Flask, settings: Settings) -> Services:
             concurrency=settings.worker_connections,
             trust_env=settings.upstream_trust_env,
             max_response_bytes=settings.max_body_bytes,
+            local={mock.SCHEME: mock.answer},
         ),
         auth=Authenticator(
             settings.keys,

@@ -12,6 +12,9 @@ import orjson
 _BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _LINE = re.compile(rb"\r\n|\r|\n")
 
+# The events that end a response's stream: after one, nothing more of that response follows.
+TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
+
 
 class Event(NamedTuple):
     event: str | None

@@ -1,8 +1,9 @@
 """The only module that talks HTTP to providers: one pooled requests.Session per worker thread.
 
 Every requests/urllib3 exception is translated here into a GatewayError (timeout 504, anything else 502),
-including those raised while a streamed body is being read. ``mock://`` URLs are answered in-process by the
-built-in mock model (gateway/mock.py) through a transport adapter, so they take the same path as the rest.
+including those raised while a streamed body is being read. In-process answerers (the mock model,
+gateway/mock.py, mounted by services.py) serve their URL schemes through a transport adapter, so they take
+the same path as the rest.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
-from . import greenlets, mock
+from . import greenlets
 from .errors import UpstreamError, UpstreamTimeout
 
 USER_AGENT = "ai-gateway/0.1"
@@ -102,8 +103,13 @@ class Upstream:
         concurrency: int = 1,
         trust_env: bool,
         max_response_bytes: int,
+        local: Mapping[str, Callable[[str, str, bytes | None], Any]] | None = None,
     ):
+        """``local`` maps URL schemes to in-process answerers (the mock model: ``mock.answer``), mounted on
+        every session as transport adapters, the way requests mounts adapters.
+        """
         self.timeout = (connect_timeout, read_timeout)
+        self._local_answerers = dict(local or {})
         self.pool_size = pool_size
         self.trust_env = trust_env
         self.max_response_bytes = max_response_bytes
@@ -144,7 +150,8 @@ class Upstream:
         adapter = _Adapter(pool_connections=8, pool_maxsize=pool_size, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        session.mount(mock.SCHEME, _MockAdapter())
+        for scheme, answer in self._local_answerers.items():
+            session.mount(scheme, _LocalAdapter(answer))
         session.headers["User-Agent"] = USER_AGENT
         with self._lock:
             self._sessions.append(session)
@@ -504,15 +511,21 @@ class _MockBody(io.RawIOBase):
         pass
 
 
-class _MockAdapter(BaseAdapter):
-    """Serves ``mock://`` URLs from gateway/mock.py: no socket, the same response object as HTTP gives."""
+class _LocalAdapter(BaseAdapter):
+    """Serves a scheme's URLs in-process (``mock://`` from gateway/mock.py): no socket, the same response
+    object as HTTP gives. ``answer(method, path, body)`` has ``status``, ``content_type`` and ``chunks``.
+    """
+
+    def __init__(self, answer: Callable[[str, str, bytes | None], Any]):
+        super().__init__()
+        self._answer = answer
 
     def send(self, request: requests.PreparedRequest, stream: bool = False, **kwargs: Any) -> requests.Response:
         path = urllib.parse.urlsplit(request.url).path
         # The base URL's own path (/v1) is the mock's root.
         path = path.removeprefix("/v1")
         body = request.body.encode() if isinstance(request.body, str) else request.body
-        answer = mock.answer(request.method or "GET", path, body)
+        answer = self._answer(request.method or "GET", path, body)
         resp = requests.Response()
         resp.status_code = answer.status
         resp.headers = CaseInsensitiveDict({"Content-Type": answer.content_type})

@@ -26,7 +26,8 @@ from ..auth import Caller
 from ..errors import GatewayError, StoreUnavailable
 from ..observe import Trace
 from ..services import Services
-from ..store.background import TERMINAL_EVENTS, Claimed
+from ..sse import TERMINAL_EVENTS
+from ..store.background import Claimed
 from . import events
 
 log = logging.getLogger("gateway")

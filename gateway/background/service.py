@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import GatewayError, InvalidRequest, NotFound, StoreUnavailable, not_found_response
 from ..reply import Reply, error_event
-from ..store.background import TERMINAL_EVENTS, LimitReached, RunState
+from ..sse import TERMINAL_EVENTS
+from ..store.background import LimitReached, RunState
 from . import events
 from .queue import make_queue
 

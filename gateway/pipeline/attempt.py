@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     GatewayError,
@@ -18,7 +18,9 @@ from ..errors import (
 from ..observe import Trace
 from ..reply import Reply
 from ..routing import Target, mark
-from ..services import Services
+
+if TYPE_CHECKING:
+    from ..services import Services
 
 log = logging.getLogger("gateway")
 
@@ -102,4 +104,3 @@ def _retry_after_seconds(value: str) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -15,10 +16,12 @@ from ..errors import (
 from ..observe import Trace
 from ..reply import Reply, json_ok
 from ..routing import Target
-from ..services import Services
 from ..tokens import count_offline
 from .attempt import attempt
 from .resolve import request_items, stored_history
+
+if TYPE_CHECKING:
+    from ..services import Services
 
 
 def _passed_through(svc: Services, caller: Caller, turn: Turn, target: Target) -> bytes:

@@ -49,9 +49,7 @@ def create(
     response is known by.
     """
     if body.get("background") and body.get("store") is False:
-        raise InvalidRequest(
-            "Background responses must be stored: remove store: false, or background.", param="store"
-        )
+        raise InvalidRequest("Background responses must be stored: remove store: false, or background.", param="store")
     turn = resolve_turn(
         svc, caller, body, keep=body.get("store") is not False, memory=memory, generate=generate, run=run
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -18,9 +18,11 @@ from ..items import as_listed
 from ..observe import Trace
 from ..reply import Reply, json_ok
 from ..routing import Target
-from ..services import Services
 from .attempt import attempt
 from .resolve import locate
+
+if TYPE_CHECKING:
+    from ..services import Services
 
 
 def retrieve(
@@ -107,5 +109,3 @@ def models(
         return provider_models.retrieve_model(svc.upstream, target, model_id, headers)
 
     return attempt(svc, svc.router.targets(headers, caller), call, trace)
-
-

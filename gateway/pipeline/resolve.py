@@ -6,7 +6,7 @@ Unknown and foreign ids fail here, before any provider is paid.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import compaction, routing
 from ..auth import Caller
@@ -20,8 +20,10 @@ from ..errors import (
 from ..items import TurnInput, references
 from ..memory import ConnectionMemory
 from ..routing import Target
-from ..services import Services
 from ..store import StoredResponse, input_items_of
+
+if TYPE_CHECKING:
+    from ..services import Services
 
 
 def owned(svc: Services, caller: Caller, response_id: str) -> StoredResponse | None:
@@ -100,7 +102,6 @@ def _turn_input(svc: Services, caller: Caller, request_input: Any, keep: bool) -
     return turn
 
 
-
 def conversation_id(body: dict) -> str | None:
     """The request's ``conversation``, an id or ``{"id": ...}``; raises InvalidRequest for anything else."""
     value = body.get("conversation")
@@ -133,7 +134,6 @@ def _context(
             raise conversation_not_found(conv_id, "conversation")
         history = compaction.since_last(history)
     return prev_id, prev, conv_id, history
-
 
 
 def resolve_turn(
@@ -184,4 +184,3 @@ def stored_history(svc: Services, caller: Caller, turn: Turn) -> list[dict]:
     if turn.prev is None:
         return []
     return compaction.since_last(svc.store.chain_items(caller.tenant, turn.prev.id))
-

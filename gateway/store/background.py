@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from . import Store
 
 ACTIVE = ("queued", "in_progress")
-TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
 
 # (the response as stored, every stored event's payload, the number for the closing event)
 #   -> (the response as it ends, the closing event's payload)
