@@ -9,9 +9,9 @@ from typing import Any
 from . import compaction
 from .auth import Caller
 from .errors import InvalidRequest, NotFound, conversation_not_found
-from .items import TurnInput, as_listed, references
+from .items import TurnInput, as_listed, input_items_of, references
 from .services import Services
-from .store import StoredConversation, input_items_of
+from .store import StoredConversation
 
 MAX_ITEMS = 20  # per call, as the API allows
 

@@ -9,11 +9,49 @@ every field its type requires. An ``item_reference`` is never listed: the SDK ty
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import InvalidRequest
-from .store import REFERENCE, FoundItem, input_items_of
+
+REFERENCE = "item_reference"  # an input item that names a stored item by its id
+# Prefixes for the ids the gateway mints for input items that arrive without one.
+_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+
+
+class FoundItem(NamedTuple):
+    """A stored item found by its id (``Store.items_by_id``)."""
+
+    item: dict  # ready to send again (see ``_resendable``)
+    made_by: str | None  # the provider whose response output the item; None for an item only ever input
+
+
+def mint_item_id(item: dict) -> str:
+    kind = item.get("type", "message")
+    # Any JSON may stand where a type should: an unknown one, or one that is not a string, gets "item".
+    return f"{_ID_PREFIX.get(kind, 'item') if isinstance(kind, str) else 'item'}_{uuid.uuid4().hex}"
+
+
+def input_items_of(request_input: Any, *, mint: bool = True) -> list[dict]:
+    """A request's ``input`` as a list of items, each with an id (minted where missing, if ``mint``).
+
+    An item that is nothing but an id refers to a stored item, as the API reads it: its type is
+    ``item_reference`` (whose id is never minted: it names the item it refers to).
+    """
+    if request_input is None:
+        return []
+    if isinstance(request_input, str):
+        raw = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": request_input}]}]
+    else:
+        raw = [dict(item) for item in request_input]
+    for item in raw:
+        item.setdefault("type", REFERENCE if item.keys() == {"id"} else "message")
+        if mint and item["type"] != REFERENCE and (not isinstance(item.get("id"), str) or not item["id"]):
+            item["id"] = mint_item_id(item)
+    return raw
+
+
 
 _INPUT_ROLES = frozenset({"user", "system", "developer"})
 # Items whose status the SDK types require; the API reports what it was given as done.

@@ -185,7 +185,7 @@ def _responses(body: dict) -> Answer:
     from .emulation import response as build
     from .emulation.stream import StreamTranslator
     from .errors import GatewayError
-    from .store import input_items_of
+    from .items import input_items_of
 
     if not isinstance(body.get("model"), str):
         return _error(400, "Missing required parameter: 'model'.", param="model")

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from ..auth import Caller
 from ..call import Turn
 from ..errors import StoreUnavailable
+from ..items import mint_item_id
 from ..observe import Trace
-from ..store import mint_item_id
 from .plan import Plan
 
 if TYPE_CHECKING:

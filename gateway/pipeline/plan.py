@@ -15,9 +15,9 @@ import orjson
 from .. import compaction, emulation, native
 from ..auth import Caller
 from ..call import Turn
+from ..items import input_items_of
 from ..reply import Reply
 from ..routing import Target
-from ..store import input_items_of
 from .resolve import previous_not_found
 
 if TYPE_CHECKING:

@@ -17,10 +17,10 @@ from ..errors import (
     conversation_not_found,
     not_found_response,
 )
-from ..items import TurnInput, references
+from ..items import TurnInput, input_items_of, references
 from ..memory import ConnectionMemory
 from ..routing import Target
-from ..store import StoredResponse, input_items_of
+from ..store import StoredResponse
 
 if TYPE_CHECKING:
     from ..services import Services

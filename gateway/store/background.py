@@ -157,7 +157,7 @@ class BackgroundStore:
                 if first_events:
                     conn.execute(_INSERT_EVENTS, _event_rows(response["id"], first_events))
 
-        self._store._call("background_submit", write, retry_for=self._store.write_timeout)
+        self._store.write("background_submit", write)
 
     # ------------------------------------------------------------------ the consumer's side
     def claim(self, response_id: str, owner: str, lease_until: float) -> Claimed | None:
@@ -176,7 +176,7 @@ class BackgroundStore:
                 conn.execute(responses.update().where(responses.c.id == response_id).values(status="in_progress"))
                 return Claimed(row.response_id, row.tenant, row.job or "", row.last_seq)
 
-        return self._store._call("background_claim", write, retry_for=self._store.write_timeout)
+        return self._store.write("background_claim", write)
 
     def append(self, response_id: str, owner: str, payloads: list[dict], lease_until: float) -> bool:
         """Add events (numbered already) while ``owner`` still runs the response; False once it does not."""
@@ -199,7 +199,7 @@ class BackgroundStore:
 
         if not payloads:
             return True
-        return self._store._call("background_append", write, retry_for=self._store.write_timeout)
+        return self._store.write("background_append", write)
 
     def finish(
         self,
@@ -242,7 +242,7 @@ class BackgroundStore:
                     append_in(conn, tenant, conversation, [(INPUT, i) for i in input_items] + turn, response_id)
                 return True
 
-        return self._store._call("background_finish", write, retry_for=self._store.write_timeout)
+        return self._store.write("background_finish", write)
 
     def renew(self, owner: str, response_ids: Collection[str], lease_until: float) -> set[str]:
         """Extend ``owner``'s lease on its runs; returns those of them it no longer runs (cancelled, failed
@@ -261,7 +261,7 @@ class BackgroundStore:
 
         if not ids:
             return set()
-        return self._store._call("background_renew", write, retry_for=self._store.write_timeout)
+        return self._store.write("background_renew", write)
 
     def lost(self, owner: str, response_ids: Collection[str]) -> set[str]:
         """Which of ``owner``'s runs it no longer runs: a read, made often, so a cancel is seen at once."""
@@ -273,7 +273,7 @@ class BackgroundStore:
 
         if not ids:
             return set()
-        return self._store._call("background_lost", read)
+        return self._store.read("background_lost", read)
 
     def expired(self, now: float, limit: int = 100) -> list[str]:
         """Running responses whose consumer's lease ran out before ``now``."""
@@ -289,7 +289,7 @@ class BackgroundStore:
                     )
                 ]
 
-        return self._store._call("background_expired", read)
+        return self._store.read("background_expired", read)
 
     # ------------------------------------------------------------------ cancel, fail
     def end(self, response_id: str, status: str, settle: Settle, *, only_expired: bool = False) -> dict | None:
@@ -326,7 +326,7 @@ class BackgroundStore:
                 )
                 return final
 
-        return self._store._call("background_end", write, retry_for=self._store.write_timeout)
+        return self._store.write("background_end", write)
 
     # ------------------------------------------------------------------ reads
     def state(self, response_id: str) -> RunState | None:
@@ -334,7 +334,7 @@ class BackgroundStore:
             with self._engine.connect() as conn:
                 return conn.execute(_RUN, {"id": response_id}).first()
 
-        row = self._store._call("background_state", read)
+        row = self._store.read("background_state", read)
         return _state(row) if row is not None else None
 
     def progress(self, response_ids: Collection[str]) -> dict[str, tuple[int, str, float | None]]:
@@ -350,7 +350,7 @@ class BackgroundStore:
                 ).all()
 
         return {
-            r.response_id: (r.last_seq, r.status, r.lease_until) for r in self._store._call("background_progress", read)
+            r.response_id: (r.last_seq, r.status, r.lease_until) for r in self._store.read("background_progress", read)
         }
 
     def events_after(self, response_id: str, after: int, limit: int = 500) -> list[tuple[int, str, str]]:
@@ -360,7 +360,7 @@ class BackgroundStore:
             with self._engine.connect() as conn:
                 return conn.execute(_EVENTS_AFTER, {"id": response_id, "after": after, "limit": limit}).all()
 
-        return [(r.seq, r.type, r.body) for r in self._store._call("background_events", read)]
+        return [(r.seq, r.type, r.body) for r in self._store.read("background_events", read)]
 
     def all_events(self, response_id: str) -> list[dict]:
         def read() -> list:
@@ -369,7 +369,7 @@ class BackgroundStore:
                     sa.select(events.c.body).where(events.c.response_id == response_id).order_by(events.c.seq)
                 ).all()
 
-        return [orjson.loads(r[0]) for r in self._store._call("background_events", read)]
+        return [orjson.loads(r[0]) for r in self._store.read("background_events", read)]
 
     # ------------------------------------------------------------------ retention
     def purge_events(self, cutoff: float, batch: int = 1000) -> int:
@@ -377,14 +377,13 @@ class BackgroundStore:
 
         Their responses stay readable (GET); only the replay of their events goes.
         """
-        with self._engine.begin() as conn:
-            ids = [
-                r[0] for r in conn.execute(sa.select(runs.c.response_id).where(runs.c.ended_at < cutoff).limit(batch))
-            ]
-            if ids:
-                conn.execute(events.delete().where(events.c.response_id.in_(ids)))
-                conn.execute(runs.delete().where(runs.c.response_id.in_(ids)))
-        return len(ids)
+
+        def delete(conn: sa.Connection, ids: list) -> None:
+            conn.execute(events.delete().where(events.c.response_id.in_(ids)))
+            conn.execute(runs.delete().where(runs.c.response_id.in_(ids)))
+
+        ended = sa.select(runs.c.response_id).where(runs.c.ended_at < cutoff).limit(batch)
+        return self._store.purge_batch("purge_events", ended, delete)
 
 
 def delete_runs(conn: sa.Connection, response_ids: list[str]) -> None:

@@ -127,14 +127,14 @@ class ConversationStore:
             with self._store.engine.connect() as conn:
                 return fn(conn)
 
-        return self._store._call(op, run)
+        return self._store.read(op, run)
 
     def _write(self, op: str, fn: Callable[[sa.Connection], T]) -> T:
         def run() -> T:
             with self._store.engine.begin() as conn:
                 return fn(conn)
 
-        return self._store._call(op, run, retry_for=self._store.write_timeout)
+        return self._store.write(op, run)
 
     # ------------------------------------------------------------------ conversations
     def create(self, tenant: str, metadata: dict, items: list[dict]) -> StoredConversation:
@@ -312,14 +312,10 @@ class ConversationStore:
     # ------------------------------------------------------------------ retention
     def purge(self, cutoff: float, batch: int = 1000) -> int:
         """Delete up to ``batch`` conversations idle since before ``cutoff`` (a timestamp), with their items."""
-        with self._store.engine.begin() as conn:
-            ids = [
-                r[0]
-                for r in conn.execute(
-                    sa.select(conversations.c.id).where(conversations.c.updated_at < cutoff).limit(batch)
-                )
-            ]
-            if ids:
-                conn.execute(conversation_items.delete().where(conversation_items.c.conversation_id.in_(ids)))
-                conn.execute(conversations.delete().where(conversations.c.id.in_(ids)))
-        return len(ids)
+
+        def delete(conn: sa.Connection, ids: list) -> None:
+            conn.execute(conversation_items.delete().where(conversation_items.c.conversation_id.in_(ids)))
+            conn.execute(conversations.delete().where(conversations.c.id.in_(ids)))
+
+        idle = sa.select(conversations.c.id).where(conversations.c.updated_at < cutoff).limit(batch)
+        return self._store.purge_batch("purge_conversations", idle, delete)

@@ -95,9 +95,7 @@ class GroupCommit:
                     self._settle(batch[0])
                 else:
                     try:
-                        self._store._call(
-                            "record", lambda: self._insert(batch), retry_for=self._store.write_timeout
-                        )
+                        self._store.write("record", lambda: self._insert(batch))
                     except IntegrityError:
                         for record in batch:
                             self._settle(record)
