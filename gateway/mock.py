@@ -208,13 +208,17 @@ def _responses(body: dict) -> Answer:
 
 
 def _response_events(translator: Any, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    yield from translator.start()
+    # The mock answers as a provider would: bytes on the wire.
+    for event in translator.start():
+        yield event.raw
     for event in sse.iter_events(chunks):
-        payload = sse.decode_data(event)
+        payload = event.json()
         if payload is not None:
-            yield from translator.feed(payload)
+            for made in translator.feed(payload):
+                yield made.raw
     _, closing = translator.complete()
-    yield from closing
+    for event in closing:
+        yield event.raw
 
 
 # ---------------------------------------------------------------------- plumbing

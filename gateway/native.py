@@ -57,7 +57,7 @@ def relay_events(
     events: Iterator[sse.Event],
     on_final: Callable[[dict], None] | None = None,
     rewrite: Callable[[dict], None] | None = None,
-) -> Iterator[bytes]:
+) -> Iterator[sse.Event]:
     """Pass each SSE event on as soon as it is complete; end a broken stream with an ``error`` event.
 
     A stream that stops without a terminal event is broken too: a client must never mistake a cut for
@@ -80,7 +80,7 @@ def relay_events(
                     latest = payload["response"]
                     if rewrite is not None:
                         rewrite(latest)
-                        event = event._replace(raw=sse.encode(payload))
+                        event = sse.Event.of(payload)
                 kind = payload.get("type")
                 if kind in TERMINAL_EVENTS:
                     finished = True
@@ -93,7 +93,7 @@ def relay_events(
                                 last_seq = seq - 1 if isinstance(seq, int) else last_seq  # its number is free
                                 break
                             # A failure the client learns of anyway; the store's outage is in the log.
-            yield event.raw
+            yield event
         if not finished:
             failure = UpstreamError(
                 f"The provider '{resp.provider}' ended the stream before its final event.",

@@ -31,7 +31,7 @@ class Reply:
     status: int
     headers: dict[str, str]
     body: bytes = b""
-    stream: Iterator[bytes] | None = None
+    stream: Iterator[sse.Event] | None = None  # events as values: the HTTP door writes their bytes
     # The parsed JSON body of a 2xx JSON reply, for the store.
     data: Any = None
     # For a stream: breaks the provider connection from another thread or greenlet (the client left while
@@ -123,12 +123,12 @@ def json_reply(resp: UpstreamResponse) -> Reply:
     return Reply(resp.status, headers, body, data=data)
 
 
-def error_event(sequence_number: int, err: GatewayError) -> bytes:
+def error_event(sequence_number: int, err: GatewayError) -> sse.Event:
     """An in-band error, flat as the spec has it and nested as the live API sends it.
 
     The nested ``error`` object makes the openai SDKs raise instead of ending quietly.
     """
-    return sse.encode(error_payload(sequence_number, err))
+    return sse.Event.of(error_payload(sequence_number, err))
 
 
 def error_payload(sequence_number: int, err: GatewayError) -> dict:

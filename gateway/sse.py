@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
 
 import orjson
 
@@ -16,10 +15,50 @@ _LINE = re.compile(rb"\r\n|\r|\n")
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
 
 
-class Event(NamedTuple):
-    event: str | None
-    data: str
-    raw: bytes  # the event exactly as received, blank line included, for byte-faithful pass-through
+class Event:
+    """One event as a value: its name, its bytes (as received, blank line included, for byte-faithful
+    pass-through; or as the gateway encoded it), and its JSON payload, decoded at most once.
+
+    Every stream a stage hands a door is made of these: the HTTP door writes ``raw``, the WebSocket door
+    and the background consumer read ``json()``; nobody parses what the gateway just encoded.
+    """
+
+    __slots__ = ("_data", "_payload", "event", "raw")
+
+    def __init__(self, event: str | None, data: str | None, raw: bytes, payload: dict | None = None):
+        self.event = event
+        self.raw = raw
+        self._data = data
+        self._payload = payload
+
+    @classmethod
+    def of(cls, payload: dict) -> Event:
+        """The gateway's own event: ``event:`` equal to the payload's type, one ``data:`` line."""
+        kind = payload["type"]
+        raw = b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+        return cls(kind, None, raw, payload)
+
+    @property
+    def data(self) -> str:
+        """The ``data:`` lines, joined."""
+        if self._data is None:
+            self._data = orjson.dumps(self._payload).decode()
+        return self._data
+
+    def json(self) -> dict | None:
+        """The payload, or None when the data is not a JSON object (decoded once, then kept)."""
+        payload = self._payload
+        if payload is None and self._data is not None:
+            try:
+                value = orjson.loads(self._data)
+            except orjson.JSONDecodeError:
+                value = None
+            payload = self._payload = value if isinstance(value, dict) else _NOT_AN_OBJECT
+        return None if payload is _NOT_AN_OBJECT else payload
+
+
+# An event whose data was decoded and is not a JSON object (not decoded again).
+_NOT_AN_OBJECT: dict = {}
 
 
 def parse_block(block: bytes, raw: bytes) -> Event | None:
@@ -70,8 +109,15 @@ def encode(payload: dict) -> bytes:
 
 def decode_data(event: Event) -> dict | None:
     """The event's JSON payload, or None when it is not a JSON object."""
+    return event.json()
+
+
+def raw(events: Iterator[Event]) -> Iterator[bytes]:
+    """The events' bytes, for a door that writes them; closing this closes ``events`` (and its upstream)."""
     try:
-        value = orjson.loads(event.data)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
+        for event in events:
+            yield event.raw
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()

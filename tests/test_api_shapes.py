@@ -91,7 +91,7 @@ def _translate(chunks: list[dict], body: dict | None = None) -> list[dict]:
     for chunk in chunks:
         frames += translator.feed(chunk)
     frames += translator.complete()[1]
-    return [json.loads(frame.decode().split("data: ", 1)[1]) for frame in frames]
+    return [json.loads(frame.raw.decode().split("data: ", 1)[1]) for frame in frames]
 
 
 def test_interleaved_parallel_call_pieces_reach_every_done_event_whole():
@@ -133,7 +133,7 @@ def test_a_broken_stream_closes_its_open_calls_as_incomplete():
     translator = StreamTranslator(build.skeleton(body, "resp_1", 1700000000, None))
     frames = translator.start() + translator.feed(_call(0, call_id="call_a", name="a", arguments='{"q"'))
     final, closing = translator.fail("server_error", "cut")
-    events = [json.loads(f.decode().split("data: ", 1)[1]) for f in frames + closing]
+    events = [json.loads(f.raw.decode().split("data: ", 1)[1]) for f in frames + closing]
     assert [e["type"] for e in events][-3:] == [
         "response.function_call_arguments.done",
         "response.output_item.done",

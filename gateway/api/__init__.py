@@ -16,6 +16,7 @@ from typing import Any
 from flask import Flask, Response, g, request, stream_with_context
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from .. import sse
 from ..auth import Caller
 from ..errors import GatewayError
 from ..greenlets import active as greenlets_active
@@ -248,7 +249,7 @@ def _heartbeats(
 def to_response(reply: Reply, provider: str) -> Response:
     """A relay Reply -> Flask Response, SSE unbuffered all the way (nginx included)."""
     if reply.stream is not None:
-        stream = reply.stream
+        stream = sse.raw(reply.stream)
         interval = current_services().settings.stream_heartbeat_interval
         if interval > 0:
             # gunicorn names the client's socket in the environ; other servers rely on the write failing.

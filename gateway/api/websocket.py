@@ -289,13 +289,13 @@ class Connection:
     def _events(self, reply: Reply, trace: Trace, stream_id: str | None) -> None:
         """The turn's SSE events, one text frame each; the provider connection is closed in every case."""
         stream = reply.stream
-        events = sse.iter_events(_observed(stream, trace))
+        events = _observed(stream, trace)
         self._abort = reply.abort
         try:
             if not self.ws.connected:  # left before the turn began: the watcher found no turn to abort
                 return
             for event in events:
-                self._send(event.data, stream_id)
+                self._send_event(event, stream_id)
         finally:
             self._abort = None
             events.close()
@@ -304,6 +304,12 @@ class Connection:
                 close()
 
     # ------------------------------------------------------------------ sending
+    def _send_event(self, event: sse.Event, stream_id: str | None) -> None:
+        if stream_id is None:
+            self.ws.send(event.data)
+        else:
+            self.ws.send(orjson.dumps({**(event.json() or {}), "stream_id": stream_id}).decode())
+
     def _send(self, data: str, stream_id: str | None) -> None:
         if stream_id is not None:
             event = orjson.loads(data)

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from werkzeug.datastructures import Headers
 
-from .. import pipeline, sse
+from .. import pipeline
 from ..auth import Caller
 from ..errors import GatewayError, StoreUnavailable
 from ..observe import Trace
@@ -171,8 +171,8 @@ class Run:
         self._abort = reply.abort
         stream = reply.stream
         try:
-            for event in sse.iter_events(stream):
-                payload = sse.decode_data(event)
+            for event in stream:
+                payload = event.json()
                 if payload is not None:
                     self.add(payload)
                 if self.done:

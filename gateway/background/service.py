@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .. import sse
 from ..errors import GatewayError, InvalidRequest, NotFound, StoreUnavailable, not_found_response
 from ..reply import Reply, error_event
 from ..sse import TERMINAL_EVENTS
@@ -250,7 +251,7 @@ class Background:
         stop = threading.Event()
         return Reply(200, {}, stream=self._follow(response_id, after, stop), abort=stop.set)
 
-    def _follow(self, response_id: str, after: int, stop: threading.Event) -> Iterator[bytes]:
+    def _follow(self, response_id: str, after: int, stop: threading.Event) -> Iterator[sse.Event]:
         """Events after ``after`` as SSE frames, from the store, until the closing one."""
         last = after
         while not stop.is_set():
@@ -260,7 +261,7 @@ class Background:
                 yield error_event(last + 1, exc)
                 return
             for seq, kind, body in rows:
-                yield events.frame(kind, body)
+                yield sse.Event(kind, body, events.frame(kind, body))
                 last = seq
                 if kind in TERMINAL_EVENTS:
                     return

@@ -77,7 +77,7 @@ def _events(
     events: Iterator[sse.Event],
     translator: StreamTranslator,
     on_final: Callable[[dict], None],
-) -> Iterator[bytes]:
+) -> Iterator[sse.Event]:
     """The Responses event stream for one chat stream. A provider that breaks off ends it with
     ``response.failed`` (recorded as failed), never with a silent end; a result the store could not
     record ends it with a ``store_unavailable`` error event in place of its terminal event.

@@ -27,12 +27,12 @@ class StreamTranslator:
         self._open: dict | None = None  # the text or reasoning item being streamed: {"kind", "index", "item", "text"}
         self._calls: dict[int, dict] = {}  # chat tool-call index -> its open entry, as above
 
-    def _event(self, payload: dict) -> bytes:
+    def _event(self, payload: dict) -> sse.Event:
         payload["sequence_number"] = self.seq
         self.seq += 1
-        return sse.encode(payload)
+        return sse.Event.of(payload)
 
-    def start(self) -> list[bytes]:
+    def start(self) -> list[sse.Event]:
         snapshot = copy.deepcopy(self.response)
         return [
             self._event({"type": "response.created", "response": snapshot}),
@@ -40,7 +40,7 @@ class StreamTranslator:
         ]
 
     # ------------------------------------------------------------------ items
-    def _open_item(self, kind: str, item: dict) -> tuple[dict, list[bytes]]:
+    def _open_item(self, kind: str, item: dict) -> tuple[dict, list[sse.Event]]:
         out = self._close(self._open)
         self._open = None
         index = len(self.response["output"])
@@ -64,7 +64,7 @@ class StreamTranslator:
             )
         return entry, out
 
-    def _close(self, current: dict | None, status: str = "completed") -> list[bytes]:
+    def _close(self, current: dict | None, status: str = "completed") -> list[sse.Event]:
         if current is None:
             return []
         item, index, kind = current["item"], current["index"], current["kind"]
@@ -107,8 +107,8 @@ class StreamTranslator:
         return out
 
     # ------------------------------------------------------------------ chunks
-    def feed(self, chunk: dict) -> list[bytes]:
-        out: list[bytes] = []
+    def feed(self, chunk: dict) -> list[sse.Event]:
+        out: list[sse.Event] = []
         if chunk.get("usage"):
             self.usage = chunk["usage"]
         if chunk.get("model"):
@@ -128,7 +128,7 @@ class StreamTranslator:
                 self.finish_reason = choice["finish_reason"]
         return out
 
-    def _text(self, kind: str, text: str) -> list[bytes]:
+    def _text(self, kind: str, text: str) -> list[sse.Event]:
         out = []
         if self._open is None or self._open["kind"] != kind:
             prefix = "msg" if kind == "message" else "rs"
@@ -155,10 +155,10 @@ class StreamTranslator:
         out.append(self._event(payload))
         return out
 
-    def _tool_call(self, call: dict) -> list[bytes]:
+    def _tool_call(self, call: dict) -> list[sse.Event]:
         index = call.get("index", 0)
         function = call.get("function") or {}
-        out: list[bytes] = []
+        out: list[sse.Event] = []
         entry = self._calls.get(index)
         if entry is None:
             item = build.function_call_item(
@@ -190,13 +190,13 @@ class StreamTranslator:
         return out
 
     # ------------------------------------------------------------------ the end
-    def _close_all(self, status: str) -> list[bytes]:
+    def _close_all(self, status: str) -> list[sse.Event]:
         """Close every item still open, in output order."""
         open_items = sorted([*self._calls.values(), *([self._open] if self._open else [])], key=lambda e: e["index"])
         self._open, self._calls = None, {}
         return [event for entry in open_items for event in self._close(entry, status)]
 
-    def complete(self) -> tuple[dict, list[bytes]]:
+    def complete(self) -> tuple[dict, list[sse.Event]]:
         """Close the open item and finish the Response; returns it and the events that remain to send."""
         status = "incomplete" if self.finish_reason in ("length", "content_filter") else "completed"
         out = self._close_all(status)
@@ -205,7 +205,7 @@ class StreamTranslator:
         out.append(self._event({"type": kind, "response": final}))
         return final, out
 
-    def fail(self, code: str, message: str) -> tuple[dict, list[bytes]]:
+    def fail(self, code: str, message: str) -> tuple[dict, list[sse.Event]]:
         """The provider broke off: close what is open as incomplete and end with ``response.failed``."""
         out = self._close_all("incomplete")
         self.response["status"] = "failed"
