@@ -75,14 +75,14 @@ def _label_of_tree() -> str:
 
 
 @contextlib.contextmanager
-def worktree(rev: str) -> Iterator[tuple[Path, str]]:
-    """REV checked out (detached) under /tmp, removed afterwards; yields its path and a label."""
+def worktree(rev: str) -> Iterator[Path]:
+    """REV checked out (detached) under /tmp, removed afterwards."""
     sha = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
     where = Path(tempfile.mkdtemp(prefix="gateway-callgrind-wt-"))
     tree = where / sha[:12]
     _git("worktree", "add", "--detach", "--quiet", str(tree), sha)
     try:
-        yield tree, rev
+        yield tree
     finally:
         # --force: the run leaves .pyc files and a metrics directory behind, which git counts as changes.
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
@@ -223,6 +223,7 @@ def measure(tree: Path, args: argparse.Namespace) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", action="append", default=[], help="another git revision to measure too")
+    parser.add_argument("--base", default="", help="a git revision measured first instead of the tree as it is")
     parser.add_argument("--store", choices=("on", "off"), default="off", help="the gateway's store for each request")
     parser.add_argument("--requests", type=int, default=300, help="requests measured")
     parser.add_argument("--warmup", type=int, default=100, help="requests before instrumentation is on")
@@ -236,12 +237,14 @@ def main() -> None:
     results: list[tuple[str, float]] = []
     fake = fake_upstream(20, 100, 100)  # stream settings; these requests are not streamed
     try:
-        print(f"{_label_of_tree()}: measuring…", file=sys.stderr, flush=True)
-        results.append((_label_of_tree(), measure(ROOT, args)))
-        for rev in args.against:
-            with worktree(rev) as (tree, label):
-                print(f"{label}: measuring…", file=sys.stderr, flush=True)
-                results.append((label, measure(tree, args)))
+        if not args.base:
+            label = _label_of_tree()
+            print(f"{label}: measuring…", file=sys.stderr, flush=True)
+            results.append((label, measure(ROOT, args)))
+        for rev in filter(None, [args.base, *args.against]):
+            with worktree(rev) as tree:
+                print(f"{rev}: measuring…", file=sys.stderr, flush=True)
+                results.append((rev, measure(tree, args)))
     finally:
         fake.stop()
 

@@ -79,9 +79,6 @@ class _LineWriter(logging.Handler):
         if not self._wake.is_set():
             self._wake.set()
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.handle(record)
-
     def flush(self) -> None:
         lines = []
         with contextlib.suppress(IndexError):

@@ -8,21 +8,18 @@ client, and is refused (400) when it comes from another tenant or another deploy
 
 from __future__ import annotations
 
-import base64
-import binascii
-import os
 import time
 from collections.abc import Callable, Iterable
 
 import orjson
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .emulation import chat_completions
 from .emulation import request as translate
 from .emulation.response import new_id
 from .errors import InvalidRequest, UpstreamError
-from .reply import Reply, json_reply, send
+from .reply import Reply, json_reply
 from .routing import Target
+from .seal import Box
 from .upstream import Upstream
 
 COMPACTION = "compaction"
@@ -42,29 +39,17 @@ class Sealer:
     """Seals summaries into compaction items and opens them again, for one tenant at a time."""
 
     def __init__(self, key_hex: Callable[[], str]):
-        self._key_hex = key_hex
-        self._cipher: AESGCM | None = None
-
-    @property
-    def _aead(self) -> AESGCM:
-        # Read from the store at first use (StoreUnavailable while it cannot be reached).
-        if self._cipher is None:
-            # The store's secrets are 32 random bytes in hex: an AES-256 key.
-            self._cipher = AESGCM(bytes.fromhex(self._key_hex()))
-        return self._cipher
+        self._box = Box(key_hex)
 
     def seal(self, tenant: str, summary: str) -> str:
-        nonce = os.urandom(12)
-        sealed = self._aead.encrypt(nonce, orjson.dumps({"summary": summary, "at": int(time.time())}), tenant.encode())
-        return PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+        return PREFIX + self._box.seal(orjson.dumps({"summary": summary, "at": int(time.time())}), tenant)
 
     def open(self, tenant: str, token: str) -> str:
         """The summary in ``token``. Raises ValueError when it is not one this deployment made for ``tenant``."""
+        plain = self._box.open(token[len(PREFIX) :], tenant)
         try:
-            raw = base64.urlsafe_b64decode(token[len(PREFIX) :].encode())
-            plain = self._aead.decrypt(raw[:12], raw[12:], tenant.encode())
             return orjson.loads(plain)["summary"]
-        except (InvalidTag, ValueError, binascii.Error, KeyError, TypeError, orjson.JSONDecodeError):
+        except (KeyError, TypeError, orjson.JSONDecodeError):
             raise ValueError("not a compaction item of this gateway for this caller") from None
 
     def item(self, tenant: str, summary: str) -> dict:
@@ -133,16 +118,7 @@ def summarise(upstream: Upstream, target: Target, model: str, items: list[dict])
     """
     body = {"model": model, "input": [{"type": "message", "role": "user", "content": SUMMARY_REQUEST}]}
     chat = translate.to_chat(body, items, body["input"], max_tokens_param=target.provider.max_tokens_param)
-    resp = send(
-        upstream,
-        target,
-        "POST",
-        "/chat/completions",
-        None,
-        body=orjson.dumps(chat),
-        timeout=upstream.timeout_for(target.timeout),
-    )
-    reply = json_reply(resp)
+    reply = json_reply(chat_completions(upstream, target, chat))
     if reply.data is None:
         return reply
     try:

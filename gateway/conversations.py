@@ -9,7 +9,7 @@ from typing import Any
 from . import compaction
 from .auth import Caller
 from .errors import InvalidRequest, NotFound, conversation_not_found
-from .items import TurnInput, as_listed, input_items_of, references
+from .items import TurnInput, as_listed, input_items_of, list_page, references
 from .services import Services
 from .store import StoredConversation
 
@@ -53,16 +53,6 @@ def _item_not_found(item_id: str) -> NotFound:
     return NotFound(f"Item with id '{item_id}' not found.", param="item_id")
 
 
-def _page(data: list[dict], has_more: bool) -> dict:
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": has_more,
-    }
-
-
 def create(svc: Services, caller: Caller, body: dict) -> dict:
     """POST /v1/conversations: a new conversation, with its first items if given."""
     items = _items(svc, caller, body.get("items") or [])
@@ -94,7 +84,7 @@ def list_items(svc: Services, caller: Caller, conversation_id: str, query: dict[
     if page is None:
         raise conversation_not_found(conversation_id)
     data, has_more = page
-    return _page([as_listed(item) for item in data], has_more)
+    return list_page([as_listed(item) for item in data], has_more)
 
 
 def add_items(svc: Services, caller: Caller, conversation_id: str, raw: list[dict]) -> dict:
@@ -102,7 +92,7 @@ def add_items(svc: Services, caller: Caller, conversation_id: str, raw: list[dic
     items = _items(svc, caller, raw)
     if not svc.store.conversations.add_items(caller.tenant, conversation_id, items):
         raise conversation_not_found(conversation_id)
-    return _page([as_listed(item) for item in items], False)
+    return list_page([as_listed(item) for item in items], False)
 
 
 def retrieve_item(svc: Services, caller: Caller, conversation_id: str, item_id: str) -> dict:

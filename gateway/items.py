@@ -185,3 +185,14 @@ class TurnInput:
         """Raises the 400 for a reference the store does not hold for this caller."""
         if self.unresolved is not None:
             raise item_not_found(*self.unresolved)
+
+
+def list_page(data: list[dict], has_more: bool) -> dict:
+    """One page of a list endpoint (input items, a conversation's items), in the API's list shape."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }

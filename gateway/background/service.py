@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .. import sse
 from ..errors import GatewayError, InvalidRequest, NotFound, StoreUnavailable, not_found_response
 from ..reply import Reply, error_event
+from ..seal import Box
 from ..sse import TERMINAL_EVENTS
 from ..store.background import LimitReached, RunState
 from . import events
@@ -78,17 +76,10 @@ class Background:
         self._settings = settings
         self._queue: Huey | None = None
         self._queue_lock = threading.Lock()
-        self._cipher: AESGCM | None = None
+        self._box = Box(lambda: store.secret("background_key"))
         self._executor: Any = None  # set in consumer processes (consumer.Runner)
         self._run: Any = None
         self.watch = Watch(store)
-
-    @property
-    def _aead(self) -> AESGCM:
-        # Read from the store at first use (StoreUnavailable while it cannot be reached).
-        if self._cipher is None:
-            self._cipher = AESGCM(bytes.fromhex(self.store.secret("background_key")))
-        return self._cipher
 
     @property
     def queue(self) -> Huey:
@@ -131,9 +122,7 @@ class Background:
         }
         provider_key = None
         if caller.provider_key is not None:
-            nonce = os.urandom(12)
-            sealed = self._aead.encrypt(nonce, caller.provider_key.encode(), response_id.encode())
-            provider_key = base64.urlsafe_b64encode(nonce + sealed).decode()
+            provider_key = self._box.seal(caller.provider_key.encode(), response_id)
         return orjson.dumps(
             {"body": body, "headers": kept, "gateway_key": caller.gateway_key, "provider_key": provider_key}
         ).decode()
@@ -142,8 +131,7 @@ class Background:
         data = orjson.loads(job)
         key = None
         if data.get("provider_key"):
-            raw = base64.urlsafe_b64decode(data["provider_key"].encode())
-            key = self._aead.decrypt(raw[:12], raw[12:], response_id.encode()).decode()
+            key = self._box.open(data["provider_key"], response_id).decode()
         return Job(body=data["body"], headers=data["headers"], gateway_key=data.get("gateway_key"), provider_key=key)
 
     # ------------------------------------------------------------------ request side

@@ -21,6 +21,20 @@ from . import response as build
 from .stream import StreamTranslator
 
 
+def chat_completions(upstream: Upstream, target: Target, chat: dict, *, stream: bool = False) -> UpstreamResponse:
+    """The one Chat Completions call: emulated turns, the gateway's compaction summaries."""
+    return send(
+        upstream,
+        target,
+        "POST",
+        "/chat/completions",
+        None,
+        stream=stream,
+        body=orjson.dumps(chat),
+        timeout=upstream.timeout_for(target.timeout),
+    )
+
+
 def create(
     upstream: Upstream,
     target: Target,
@@ -42,16 +56,7 @@ def create(
     stream = bool(body.get("stream"))
     chat = translate.to_chat(body, history, new_items, max_tokens_param=provider.max_tokens_param)
     response_id = response_id or build.new_id("resp")
-    resp = send(
-        upstream,
-        target,
-        "POST",
-        "/chat/completions",
-        None,
-        stream=stream,
-        body=orjson.dumps(chat),
-        timeout=upstream.timeout_for(target.timeout),
-    )
+    resp = chat_completions(upstream, target, chat, stream=stream)
     if stream and resp.status < 300:
         if resp.content_type != "text/event-stream":
             resp.close()

@@ -14,7 +14,7 @@ from ..errors import (
     InvalidRequest,
     not_found_response,
 )
-from ..items import as_listed
+from ..items import as_listed, list_page
 from ..observe import Trace
 from ..reply import Reply, json_ok
 from ..routing import Target
@@ -73,15 +73,7 @@ def input_items(
             raise not_found_response(response_id)
         data, has_more = page
         data = [as_listed(item) for item in data]  # the API's item shapes, whatever short form was sent
-        return json_ok(
-            {
-                "object": "list",
-                "data": data,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None,
-                "has_more": has_more,
-            }
-        ), target
+        return json_ok(list_page(data, has_more)), target
     return native.input_items(svc.upstream, target, response_id, query, headers), target
 
 

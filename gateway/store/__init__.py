@@ -20,7 +20,7 @@ from .background import BackgroundStore, delete_runs
 from .conversations import ConversationStore, StoredConversation, append_in, resendable
 from .engine import Database, Observe, make_engine
 from .group import GroupCommit
-from .tables import INPUT, OUTPUT, items, responses
+from .tables import INPUT, OUTPUT, items, page, responses
 
 # Names other modules and the tests reach through the package.
 __all__ = [
@@ -272,7 +272,6 @@ class Store(Database):
         self, tenant: str, response_id: str, *, limit: int = 20, order: str = "desc", after: str | None = None
     ) -> tuple[list[dict], bool] | None:
         """One page of a response's input items and whether more follow; None when not this tenant's."""
-        desc = order == "desc"
 
         def read() -> list | None:
             with self.engine.connect() as conn:
@@ -282,25 +281,10 @@ class Store(Database):
                 if owned is None:
                     return None
                 where = [items.c.response_id == response_id, items.c.kind == INPUT]
-                if after is not None:
-                    pos = conn.execute(
-                        sa.select(sa.func.min(items.c.position)).where(*where, items.c.item_id == after)
-                    ).scalar()
-                    if pos is None:
-                        return []
-                    where.append(items.c.position < pos if desc else items.c.position > pos)
-                return conn.execute(
-                    sa.select(items.c.body)
-                    .where(*where)
-                    .order_by(items.c.position.desc() if desc else items.c.position.asc())
-                    .limit(limit + 1)
-                ).all()
+                return page(conn, items, where, after=after, order=order, limit=limit)
 
         rows = self.read("input_items", read)
-        if rows is None:
-            return None
-        page = [orjson.loads(r.body) for r in rows[:limit]]
-        return page, len(rows) > limit
+        return None if rows is None else (rows[:limit], len(rows) > limit)
 
     def chain_items(self, tenant: str, response_id: str) -> list[dict]:
         """The whole conversation up to and including ``response_id``: every turn's input then output items,

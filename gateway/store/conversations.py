@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 import sqlalchemy as sa
 
-from .tables import INPUT, OUTPUT, conversation_items, conversations
+from .tables import INPUT, OUTPUT, conversation_items, conversations, page
 
 if TYPE_CHECKING:
     from . import Store
@@ -43,11 +43,6 @@ _CONTEXT = (
     .where(conversation_items.c.conversation_id == sa.bindparam("cid"))
     .order_by(conversation_items.c.position)
 )
-_POSITION_OF = sa.select(sa.func.min(conversation_items.c.position)).where(
-    conversation_items.c.conversation_id == sa.bindparam("cid"), conversation_items.c.item_id == sa.bindparam("iid")
-)
-
-
 @dataclasses.dataclass(frozen=True)
 class StoredConversation:
     id: str
@@ -251,29 +246,15 @@ class ConversationStore:
 
         Two index lookups and one range scan of ``limit + 1`` rows, however long the conversation.
         """
-        desc = order == "desc"
 
         def read(conn: sa.Connection) -> list | None:
-            where = [conversation_items.c.conversation_id == conversation_id]
             if conn.execute(_GET, {"id": conversation_id, "tenant": tenant}).first() is None:
                 return None
-            if after is not None:
-                pos = conn.execute(_POSITION_OF, {"cid": conversation_id, "iid": after}).scalar()
-                if pos is None:
-                    return []
-                where.append(conversation_items.c.position < pos if desc else conversation_items.c.position > pos)
-            column = conversation_items.c.position
-            return conn.execute(
-                sa.select(conversation_items.c.body)
-                .where(*where)
-                .order_by(column.desc() if desc else column.asc())
-                .limit(limit + 1)
-            ).all()
+            where = [conversation_items.c.conversation_id == conversation_id]
+            return page(conn, conversation_items, where, after=after, order=order, limit=limit)
 
         rows = self._read("conversation_items", read)
-        if rows is None:
-            return None
-        return [orjson.loads(r.body) for r in rows[:limit]], len(rows) > limit
+        return None if rows is None else (rows[:limit], len(rows) > limit)
 
     def get_item(self, tenant: str, conversation_id: str, item_id: str) -> tuple[bool, dict | None]:
         """(whether the tenant has the conversation, the item or None)."""

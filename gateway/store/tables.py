@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+import sqlalchemy as sa
 from sqlalchemy import Column, Float, Index, Integer, MetaData, SmallInteger, String, Table, Text
 
 SCHEMA_VERSION = 1
@@ -113,3 +115,23 @@ events = Table(
     Column("type", String(64), nullable=False),
     Column("body", Text, nullable=False),  # the event's JSON payload
 )
+
+
+def page(
+    conn: sa.Connection, table: sa.Table, where: list, *, after: str | None, order: str, limit: int
+) -> list[dict]:
+    """One page of a list of items (``table`` has ``item_id``, ``position`` and ``body``), ``limit + 1`` rows
+    so that the caller knows whether more follow: two index lookups and one range scan, however long the list.
+    ``after`` is an item id; one not in the list gives an empty page.
+    """
+    desc = order == "desc"
+    position = table.c.position
+    if after is not None:
+        pos = conn.execute(sa.select(sa.func.min(position)).where(*where, table.c.item_id == after)).scalar()
+        if pos is None:
+            return []
+        where = [*where, position < pos if desc else position > pos]
+    rows = conn.execute(
+        sa.select(table.c.body).where(*where).order_by(position.desc() if desc else position.asc()).limit(limit + 1)
+    )
+    return [orjson.loads(row.body) for row in rows]
