@@ -6,12 +6,13 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from .auth import Caller
     from .items import TurnInput
     from .memory import ConnectionMemory
     from .observe import Trace
+    from .routing import Target
     from .store import StoredResponse
 
 # The mode of a response the gateway ran in the background: read from the store, whichever provider made it.
@@ -43,3 +44,21 @@ class Context:
     caller: Caller
     headers: Mapping[str, str]
     trace: Trace
+
+
+@dataclasses.dataclass(frozen=True)
+class Outgoing:
+    """What an adapter (native pass-through, or emulation over Chat Completions) sends one target for a turn.
+
+    Both adapters take this and a ``finish`` for the final response, and return the same thing: a Reply
+    holding a JSON response, or events as values (``sse.Event``).
+    """
+
+    target: Target
+    body: dict  # the Responses request as this target gets it (native: the history inlined where it must be)
+    history: list[dict]  # the conversation before the turn, as sent (emulation sends it as messages)
+    new_items: list[dict]  # the turn's items, as sent
+    previous_response_id: str | None  # the one the client gave
+    response_id: str | None  # the id the answer must carry (a background run's); None: the adapter's own
+    client_headers: Mapping[str, str]  # the client's request headers, for those that pass through
+    amend: Callable[[dict], None] | None = None  # the gateway's fields, on every response the client sees

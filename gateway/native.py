@@ -7,7 +7,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+
 from . import sse
+from .call import Outgoing
 from .errors import GatewayError, StoreUnavailable, UpstreamError
 from .reply import Reply, error_event, json_reply, opened_events, passed_headers, send
 from .routing import Target
@@ -18,7 +21,36 @@ from .upstream import Upstream, UpstreamResponse
 SUCCESS_EVENTS = frozenset({"response.completed", "response.incomplete"})
 
 
-def create(
+def create(upstream: Upstream, out: Outgoing, finish: Callable[[dict], None]) -> Reply:
+    """The adapter for a provider with a Responses API: POST ``out.body`` to its /responses.
+
+    The body is the parsed one the gateway checked, re-encoded, never the raw bytes, in which a duplicate
+    key could say one thing to the gateway's parser (the last value wins) and another to the provider's.
+    ``finish`` gets the final response (for a stream, from its terminal event, before that event is passed
+    on; or the last one seen, marked failed, when the stream breaks). ``out.amend`` amends every response
+    the client sees (the gateway's own fields, such as ``conversation``).
+    """
+    target, amend = out.target, out.amend
+    stream = bool(out.body.get("stream"))
+    reply = _post(
+        upstream,
+        target,
+        orjson.dumps(out.body),
+        stream=stream,
+        client_headers=out.client_headers,
+        on_final=finish,
+        rewrite=amend,
+    )
+    if reply.data is not None:
+        if amend is not None:
+            amend(reply.data)
+        finish(reply.data)
+        if amend is not None:
+            reply.body = orjson.dumps(reply.data)
+    return reply
+
+
+def _post(
     upstream: Upstream,
     target: Target,
     body: bytes,
@@ -28,13 +60,9 @@ def create(
     on_final: Callable[[dict], None] | None = None,
     rewrite: Callable[[dict], None] | None = None,
 ) -> Reply:
-    """POST the body to the provider's /responses.
-
-    The upstream call is made, and for a stream its first event read, before anything is returned: every
-    failure up to then is an ordinary JSON error (and a reason to try the next target). ``on_final`` gets
-    the final Response object of a stream (from its terminal event) before that event is passed on, or
-    the last one seen, marked failed, when the stream breaks. ``rewrite`` amends the Response object of
-    each stream event that carries one (the gateway's own fields, such as ``conversation``).
+    """POST the body to the provider's /responses. The upstream call is made, and for a stream its first
+    event read, before anything is returned: every failure up to then is an ordinary JSON error (and a
+    reason to try the next target).
     """
     resp = send(
         upstream,
@@ -115,7 +143,6 @@ def relay_events(
 def path_of(response_id: str, suffix: str = "") -> str:
     """The provider path of one response (``suffix``: ``/input_items``, ``/cancel``)."""
     return "/responses/" + quote(response_id, safe="") + suffix
-
 
 
 def retrieve(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import orjson
 
 from .. import sse
+from ..call import Outgoing
 from ..errors import GatewayError, StoreUnavailable, UpstreamError
 from ..reply import Reply, error_event, json_reply, opened_events, passed_headers, send
 from ..routing import Target
@@ -35,23 +36,15 @@ def chat_completions(upstream: Upstream, target: Target, chat: dict, *, stream: 
     )
 
 
-def create(
-    upstream: Upstream,
-    target: Target,
-    body: dict,
-    *,
-    history: list[dict],
-    new_items: list[dict],
-    previous_response_id: str | None,
-    on_final: Callable[[dict], None],
-    response_id: str | None = None,
-) -> Reply:
-    """Answer a Responses ``body`` through the provider's Chat Completions.
+def create(upstream: Upstream, out: Outgoing, finish: Callable[[dict], None]) -> Reply:
+    """The adapter for a provider with only Chat Completions: answer ``out.body`` through it.
 
-    ``on_final`` gets the final Response object before the client does (for a stream: before its terminal
+    ``finish`` gets the final Response object before the client does (for a stream: before its terminal
     event). Raises InvalidRequest for what Chat Completions cannot express, and the upstream errors.
-    ``response_id`` is the id to answer with (a background run's, given when it was queued), else minted.
+    ``out.response_id`` is the id to answer with (a background run's, given when it was queued), else minted.
     """
+    target, body, history, new_items = out.target, out.body, out.history, out.new_items
+    previous_response_id, response_id, on_final = out.previous_response_id, out.response_id, finish
     provider = target.provider
     stream = bool(body.get("stream"))
     chat = translate.to_chat(body, history, new_items, max_tokens_param=provider.max_tokens_param)

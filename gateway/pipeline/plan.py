@@ -10,11 +10,9 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-import orjson
-
 from .. import compaction, emulation, native
 from ..auth import Caller
-from ..call import Turn
+from ..call import Outgoing, Turn
 from ..items import input_items_of
 from ..reply import Reply
 from ..routing import Target
@@ -111,21 +109,17 @@ def send(
     plan: Plan,
     finish: Callable[[dict], None],
 ) -> Reply:
-    """Call the plan's target through its adapter; ``finish`` gets the final response before it is answered."""
+    """What the plan says, sent through its target's adapter; ``finish`` gets the final response before the
+    answer leaves.
+    """
     conv, run, target = turn.conversation, turn.run, plan.target
     history = compaction.expand(svc.sealer, caller.tenant, plan.history, "conversation" if conv else "input")
-    if not plan.native:
-        return emulation.create(
-            svc.upstream,
-            target,
-            {**plan.body, "conversation": {"id": conv}} if conv is not None else plan.body,
-            history=history,
-            new_items=compaction.expand(svc.sealer, caller.tenant, plan.new_items),
-            previous_response_id=turn.prev_id,
-            on_final=finish,
-            response_id=run.response_id if run is not None else None,
-        )
-    payload = _native_payload(svc, caller, turn, plan, history)
+    adapter = native if plan.native else emulation
+    if plan.native:
+        body, sent_items = _native_body(svc, caller, turn, plan, history), []
+    else:
+        body = {**plan.body, "conversation": {"id": conv}} if conv is not None else plan.body
+        sent_items = compaction.expand(svc.sealer, caller.tenant, plan.new_items)
 
     def amend(response: dict) -> None:
         if conv is not None:
@@ -136,31 +130,22 @@ def send(
             response["id"] = run.response_id
             response["background"] = True
 
-    reply = native.create(
-        svc.upstream,
-        target,
-        payload,
-        stream=bool(plan.body.get("stream")),
+    out = Outgoing(
+        target=target,
+        body=body,
+        history=history,
+        new_items=sent_items,
+        previous_response_id=turn.prev_id,
+        response_id=run.response_id if run is not None else None,
         client_headers=headers,
-        on_final=finish,
-        rewrite=amend if conv is not None or plan.switched or run is not None else None,
+        amend=amend if plan.native and (conv is not None or plan.switched or run is not None) else None,
     )
-    if reply.data is not None:
-        if run is not None:
-            amend(reply.data)
-        finish(reply.data)
-        if plan.switched or conv is not None:
-            reply.body = orjson.dumps(reply.data)
-    return reply
+    return adapter.create(svc.upstream, out, finish)
 
 
-def _native_payload(svc: Services, caller: Caller, turn: Turn, plan: Plan, history: list[dict]) -> bytes:
-    """The body a native provider is sent: the parsed one the gateway checked, re-encoded.
-
-    Never the raw bytes, in which a duplicate key could say one thing to the gateway's parser (the last
-    value wins) and another to the provider's. Re-encoding costs microseconds with orjson; rejecting
-    duplicates would need a second, slower parse of every body. References to items another provider made
-    go as the items (see TurnInput).
+def _native_body(svc: Services, caller: Caller, turn: Turn, plan: Plan, history: list[dict]) -> dict:
+    """The request a native provider is sent: the history inlined where the provider cannot know it, and
+    references to items another provider made sent as the items (see TurnInput).
     """
     body = plan.body
     turn_input = turn.input.native_input(plan.target.provider.name)
@@ -176,7 +161,7 @@ def _native_payload(svc: Services, caller: Caller, turn: Turn, plan: Plan, histo
             turn_input = input_items_of(body.get("input"), mint=False)
         inlined = {k: v for k, v in body.items() if k != "previous_response_id"}
         inlined["input"] = history + turn_input
-        return orjson.dumps(inlined)
+        return inlined
     if turn_input is not None:
-        return orjson.dumps({**body, "input": turn_input})
-    return orjson.dumps(body)
+        return {**body, "input": turn_input}
+    return body
