@@ -10,7 +10,6 @@ if TYPE_CHECKING:
 
     from .auth import Caller
     from .items import TurnInput
-    from .memory import ConnectionMemory
     from .observe import Trace
     from .routing import Target
     from .store import StoredResponse
@@ -30,9 +29,34 @@ class Turn:
     input: TurnInput
     conversation: str | None = None
     history: list[dict] | None = None  # the conversation's items from its latest compaction on
-    memory: ConnectionMemory | None = None  # a long-lived connection's memory of its responses
+    source: Any = None  # a context source asked before the store (see Call)
+    sinks: tuple = ()  # given every finished response, kept or not (see Call)
     generate: bool = True  # False: answer a response made of the request alone (warm-up)
-    run: Any = None  # a background run (consumer.Run): its response id, and where its final record goes
+    keeper: Any = None  # keeps the final record in place of the store (see Call)
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """What a door hands the pipeline: who calls, what they sent, and what only that door has.
+
+    - ``source``: asked before the store for the previous response (``get(id)``), the conversation up to
+      it (``context(id)``) and whether only it holds that response (``unstored(id)``): a WebSocket
+      connection's memory.
+    - ``sinks``: each ``take(response, finished)`` every finished response, after the store, kept or not:
+      the same memory.
+    - ``keeper``: keeps the final record in place of the store (``take``), and names the response
+      (``response_id``); it reads the provider's stream whatever the client asked, storing events as they
+      come: a background run.
+    """
+
+    caller: Caller
+    headers: Mapping[str, str]
+    body: dict
+    trace: Trace | None = None
+    source: Any = None
+    sinks: tuple = ()
+    keeper: Any = None
+    generate: bool = True  # False: answer a response made of the request alone (warm-up)
 
 
 

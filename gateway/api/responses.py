@@ -7,6 +7,7 @@ import re
 from flask import Response, g, request
 
 from .. import pipeline
+from ..call import Call
 from ..errors import InvalidRequest
 from ..schemas import validate
 from ..schemas.responses import (
@@ -48,7 +49,7 @@ def create() -> Response:
     if svc.observer.log_prompts:
         trace.prompt = {"instructions": body.get("instructions"), "input": body.get("input")}
     caller = caller_of(svc)
-    reply, target = pipeline.create(svc, caller, request.headers, body, trace)
+    reply, target = pipeline.create(svc, Call(caller, request.headers, body, trace))
     return to_response(reply, target.provider.name)
 
 

@@ -24,6 +24,7 @@ from flask import Response, g, request
 
 from .. import pipeline, sse
 from ..auth import Caller
+from ..call import Call
 from ..errors import INTERNAL_ERROR, GatewayError, InvalidRequest, note_error
 from ..memory import ConnectionMemory
 from ..observe import Trace
@@ -272,9 +273,17 @@ class Connection:
         trace.model, trace.stream = body.get("model"), True
         if self.svc.observer.log_prompts:
             trace.prompt = {"instructions": body.get("instructions"), "input": body.get("input")}
-        reply, target = pipeline.create(
-            self.svc, self.caller, self.headers, body, trace, memory=self.memory, generate=generate is not False
+        # The connection's memory is asked before the store, and given every finished response.
+        call = Call(
+            self.caller,
+            self.headers,
+            body,
+            trace,
+            source=self.memory,
+            sinks=(self.memory,),
+            generate=generate is not False,
         )
+        reply, target = pipeline.create(self.svc, call)
         trace.provider = target.provider.name
         trace.status = reply.status
         if reply.stream is not None:

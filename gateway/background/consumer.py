@@ -23,6 +23,7 @@ from werkzeug.datastructures import Headers
 
 from .. import pipeline
 from ..auth import Caller
+from ..call import Call
 from ..errors import GatewayError, StoreUnavailable
 from ..observe import Trace
 from ..services import Services
@@ -153,9 +154,7 @@ class Run:
         trace = Trace(trace_id=self.response_id, method="POST", path="background")
         started = time.monotonic()
         try:
-            reply, _ = pipeline.create(
-                svc, caller, Headers(job.headers), job.body, trace, run=self
-            )
+            reply, _ = pipeline.create(svc, Call(caller, Headers(job.headers), job.body, trace, keeper=self))
         except StoreUnavailable:
             log.warning("background response %s: store unavailable; its lease will run out", self.response_id)
             return

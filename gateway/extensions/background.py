@@ -11,7 +11,7 @@ from ..routing import Target, mark
 
 class BackgroundSubmission:
     def before(self, ctx: Context, turn: Turn, targets: list[Target]) -> Reply | None:
-        if not turn.body.get("background") or turn.run is not None:
+        if not turn.body.get("background") or turn.keeper is not None:  # a kept run is the queued one
             return None
         reply = ctx.svc.background.submit(
             caller=ctx.caller,

@@ -4,13 +4,10 @@ send), finish (in ``send``'s adapter, through the sinks).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..auth import Caller
-from ..call import Context, Turn
+from ..call import Call, Context, Turn
 from ..errors import InvalidRequest
-from ..memory import ConnectionMemory
 from ..observe import Trace
 from ..reply import Reply
 from ..routing import Target
@@ -23,42 +20,38 @@ if TYPE_CHECKING:
     from ..services import Services
 
 
-def create(
-    svc: Services,
-    caller: Caller,
-    headers: Mapping[str, str],
-    body: dict,
-    trace: Trace | None = None,
-    *,
-    memory: ConnectionMemory | None = None,
-    generate: bool = True,
-    run: Any = None,
-) -> tuple[Reply, Target]:
-    """POST /v1/responses. ``body`` is the validated request, parsed by ``schemas.json_object`` (so nested no
-    deeper than the store can keep); the parsed body is what is forwarded.
+def create(svc: Services, call: Call) -> tuple[Reply, Target]:
+    """POST /v1/responses, from any door. ``call.body`` is the validated request, parsed by
+    ``schemas.json_object`` (so nested no deeper than the store can keep); the parsed body is what is forwarded.
 
     Each target is tried in turn, with its retries; the first success answers. The record is written
     before the reply (or a stream's terminal event) leaves, so a follow-up turn on any worker or host
     finds it. With a ``conversation``, its items are the context, and the turn's items join it in that
-    same write, when the response completes.
-
-    A long-lived connection (a WebSocket) passes its ``memory``: a context source asked before the store
-    for the previous response and its conversation, and a sink given every finished response, also with
-    ``store: false``. ``generate=False`` answers a response made of the request alone (the warm-up
-    extension). A background consumer passes its ``run``: the sink of the final record, and the id the
-    response is known by.
+    same write, when the response completes. What a door adds (a context source, sinks, a keeper) is
+    described on ``call.Call``.
     """
+    body = call.body
     if body.get("background") and body.get("store") is False:
-        raise InvalidRequest("Background responses must be stored: remove store: false, or background.", param="store")
+        raise InvalidRequest(
+            "Background responses must be stored: remove store: false, or background.", param="store"
+        )
     turn = resolve_turn(
-        svc, caller, body, keep=body.get("store") is not False, memory=memory, generate=generate, run=run
+        svc,
+        call.caller,
+        body,
+        keep=body.get("store") is not False,
+        source=call.source,
+        sinks=call.sinks,
+        generate=call.generate,
+        keeper=call.keeper,
     )
-    targets = svc.router.targets(headers, caller)
-    ctx = Context(svc, caller, headers, trace or Trace(trace_id="", method="POST", path="/v1/responses"))
+    targets = svc.router.targets(call.headers, call.caller)
+    trace = call.trace or Trace(trace_id="", method="POST", path="/v1/responses")
+    ctx = Context(svc, call.caller, call.headers, trace)
     for extension in svc.extensions:
         if hasattr(extension, "before") and (early := extension.before(ctx, turn, targets)) is not None:
             return early, targets[0]
-    return attempt(svc, targets, lambda target: _create_on(ctx, turn, target), ctx.trace)
+    return attempt(svc, targets, lambda target: _create_on(ctx, turn, target), trace)
 
 
 def _create_on(ctx: Context, turn: Turn, target: Target) -> Reply:

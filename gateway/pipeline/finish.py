@@ -62,8 +62,8 @@ class StoreSink:
 def finisher(svc: Services, caller: Caller, turn: Turn, plan: Plan, trace: Trace) -> Callable[[dict], None]:
     """The function the adapter calls with the final response, before the answer leaves."""
     conv = turn.conversation
-    # A background run keeps its record itself, with its last events; otherwise the store does.
-    kept_by = turn.run if turn.run is not None else StoreSink(svc.store)
+    # A keeper (a background run) keeps the record itself, with its last events; otherwise the store does.
+    kept_by = turn.keeper if turn.keeper is not None else StoreSink(svc.store)
 
     def finish(response: dict) -> None:
         trace.usage_from(response)
@@ -90,8 +90,8 @@ def finisher(svc: Services, caller: Caller, turn: Turn, plan: Plan, trace: Trace
                 # Nothing unrecorded is acknowledged.
                 trace.error = StoreUnavailable.code
                 raise
-        if turn.memory is not None:
-            turn.memory.take(response, done)
+        for sink in turn.sinks:
+            sink.take(response, done)
 
     return finish
 

@@ -42,7 +42,7 @@ class Plan:
 
 def make_plan(svc: Services, caller: Caller, turn: Turn, target: Target) -> Plan:
     """The plan for ``target``; raises InvalidRequest for items or a previous response it cannot be sent."""
-    body, prev, memory = turn.body, turn.prev, turn.memory
+    body, prev, source = turn.body, turn.prev, turn.source
     native_call = target.provider.native and turn.generate
     switched = (
         native_call
@@ -50,16 +50,16 @@ def make_plan(svc: Services, caller: Caller, turn: Turn, target: Target) -> Plan
         and (
             prev.provider != target.provider.name
             or prev.mode != "native"
-            or (memory is not None and memory.unstored(prev.id))
+            or (source is not None and source.unstored(prev.id))
         )
     )
     if not native_call or switched or turn.conversation is not None:
         turn.input.check_resolved()  # an emulated provider keeps no items, a new one never saw these
     if target.override_params:
         body = {**body, **target.override_params}
-    if turn.run is not None:
-        # A background run reads its provider's stream whatever the client asked: its events are stored as
-        # they come. The provider is not asked to run it in the background itself.
+    if turn.keeper is not None:
+        # A keeper (a background run) reads its provider's stream whatever the client asked: its events are
+        # stored as they come. The provider is not asked to run it in the background itself.
         body = {**body, "stream": True}
         if native_call:
             body = {k: v for k, v in body.items() if k != "background"}
@@ -71,9 +71,9 @@ def make_plan(svc: Services, caller: Caller, turn: Turn, target: Target) -> Plan
         not native_call
         or switched
         or needs_history(body, target, native_call)
-        or (memory is not None and not turn.keep)
+        or (source is not None and not turn.keep)
     ):
-        # (A response only a connection's memory will hold needs the conversation before it.)
+        # (A response only the door's source will hold needs the conversation before it.)
         history = compaction.since_last(_history(svc, caller, prev.id, turn))
         read = True
     if not native_call and turn.prev_id and prev is None:
@@ -97,7 +97,7 @@ def needs_history(body: dict, target: Target, native_call: bool) -> bool:
 
 def _history(svc: Services, caller: Caller, response_id: str, turn: Turn) -> list[dict]:
     """The conversation up to and including ``response_id``: from the connection's memory, else the store."""
-    held = turn.memory.context(response_id) if turn.memory is not None else None
+    held = turn.source.context(response_id) if turn.source is not None else None
     return held if held is not None else svc.store.chain_items(caller.tenant, response_id)
 
 
@@ -112,7 +112,7 @@ def send(
     """What the plan says, sent through its target's adapter; ``finish`` gets the final response before the
     answer leaves.
     """
-    conv, run, target = turn.conversation, turn.run, plan.target
+    conv, keeper, target = turn.conversation, turn.keeper, plan.target
     history = compaction.expand(svc.sealer, caller.tenant, plan.history, "conversation" if conv else "input")
     adapter = native if plan.native else emulation
     if plan.native:
@@ -126,8 +126,8 @@ def send(
             response["conversation"] = {"id": conv}
         if plan.switched:  # the provider was sent the conversation, not the id: the client's events name it
             response["previous_response_id"] = turn.prev_id
-        if run is not None:  # the client knows the run by the id the gateway gave it when queueing it
-            response["id"] = run.response_id
+        if keeper is not None:  # the client knows the run by the id the gateway gave it when queueing it
+            response["id"] = keeper.response_id
             response["background"] = True
 
     out = Outgoing(
@@ -136,9 +136,9 @@ def send(
         history=history,
         new_items=sent_items,
         previous_response_id=turn.prev_id,
-        response_id=run.response_id if run is not None else None,
+        response_id=keeper.response_id if keeper is not None else None,
         client_headers=headers,
-        amend=amend if plan.native and (conv is not None or plan.switched or run is not None) else None,
+        amend=amend if plan.native and (conv is not None or plan.switched or keeper is not None) else None,
     )
     return adapter.create(svc.upstream, out, finish)
 

@@ -18,7 +18,6 @@ from ..errors import (
     not_found_response,
 )
 from ..items import TurnInput, input_items_of, references
-from ..memory import ConnectionMemory
 from ..routing import Target
 from ..store import StoredResponse
 
@@ -58,15 +57,15 @@ def locate(
 
 
 def _previous(
-    svc: Services, caller: Caller, body: dict, memory: ConnectionMemory | None = None
+    svc: Services, caller: Caller, body: dict, source: Any = None
 ) -> tuple[str | None, StoredResponse | None]:
     """The request's previous_response_id and the caller's record of it (None: the provider may know it),
-    from the connection's memory when it holds it, else from the store.
+    from the door's context source when it holds it (a connection's memory), else from the store.
     """
     prev_id = body.get("previous_response_id")
     if not prev_id:
         return None, None
-    held = memory.get(prev_id) if memory is not None else None
+    held = source.get(prev_id) if source is not None else None
     if held is not None:
         return prev_id, held
     try:
@@ -115,7 +114,7 @@ def conversation_id(body: dict) -> str | None:
 
 
 def _context(
-    svc: Services, caller: Caller, body: dict, memory: ConnectionMemory | None = None
+    svc: Services, caller: Caller, body: dict, source: Any = None
 ) -> tuple[str | None, StoredResponse | None, str | None, list[dict] | None]:
     """(previous_response_id, its record, conversation id, the conversation's items) of a request."""
     conv_id = conversation_id(body)
@@ -126,7 +125,7 @@ def _context(
             param="conversation",
             code="mutually_exclusive_parameters",
         )
-    prev_id, prev = _previous(svc, caller, body, memory)
+    prev_id, prev = _previous(svc, caller, body, source)
     history = None
     if conv_id is not None:
         history = svc.store.conversations.context(caller.tenant, conv_id)
@@ -142,14 +141,15 @@ def resolve_turn(
     body: dict,
     *,
     keep: bool,
-    memory: ConnectionMemory | None = None,
+    source: Any = None,
+    sinks: tuple = (),
     generate: bool = True,
-    run: Any = None,
+    keeper: Any = None,
 ) -> Turn:
     """A request as a Turn: its context (previous response or conversation) and its input, references
     resolved. Raises the 400s of a foreign compaction item before any provider is called.
     """
-    prev_id, prev, conv_id, history = _context(svc, caller, body, memory)
+    prev_id, prev, conv_id, history = _context(svc, caller, body, source)
     # Items of a conversation need ids even when the response itself is not kept.
     turn_input = _turn_input(svc, caller, body.get("input"), keep or conv_id is not None)
     compaction.expand(svc.sealer, caller.tenant, turn_input.items)
@@ -162,9 +162,10 @@ def resolve_turn(
         input=turn_input,
         conversation=conv_id,
         history=history,
-        memory=memory,
+        source=source,
+        sinks=sinks,
         generate=generate,
-        run=run,
+        keeper=keeper,
     )
 
 
