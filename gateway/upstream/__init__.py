@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
-import select
 import socket
 import ssl
 import threading
-import urllib.parse
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -23,12 +20,14 @@ from typing import Any
 import requests
 import urllib3
 import urllib3.exceptions as u3
-from requests.adapters import BaseAdapter, HTTPAdapter
+from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
-from . import greenlets
-from .errors import UpstreamError, UpstreamTimeout
+from .. import greenlets
+from ..errors import UpstreamError, UpstreamTimeout
+from .connections import _GeventHTTPPool, _GeventHTTPSPool, _HTTPPool, _HTTPSPool
+from .local import _LocalAdapter
 
 USER_AGENT = "ai-gateway/0.1"
 
@@ -292,116 +291,6 @@ def _origin(url: str) -> str:
     return f"{scheme.lower()}://{rest.lower()}"
 
 
-def _readable_now(sock: socket.socket) -> bool:
-    """urllib3's ``wait_for_read(sock, timeout=0)``, with the poll gevent has not patched."""
-    poller = _unpatched_poll()()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
-
-
-@functools.cache
-def _unpatched_poll() -> Any:
-    from gevent import monkey
-
-    return monkey.get_original("select", "poll")
-
-
-class _Connection:
-    """What the gateway changes in urllib3's connections (mixed into both, HTTP and HTTPS).
-
-    A request's head is sent with its body in one send, where http.client sends them apart: two system
-    calls, and two packets (urllib3 sets TCP_NODELAY) that wake the provider twice. The head is held from
-    ``endheaders`` until the first piece of body, or until the response is awaited (a request without a
-    body). Bytes go by ``greenlets.send_all``, without gevent's sendall.
-    """
-
-    _head: bytes | None = None
-    _holding = False
-
-    def putrequest(self, *args: Any, **kwargs: Any) -> None:
-        self._head = None
-        super().putrequest(*args, **kwargs)  # type: ignore[misc]
-
-    def endheaders(self, message_body: Any = None, *, encode_chunked: bool = False) -> None:
-        if self.sock is None:  # type: ignore[attr-defined]
-            # Connect here, as http.client's first send would: a held head must not move the connect (and
-            # its timeout and errors) into getresponse.
-            self.connect()  # type: ignore[attr-defined]
-        self._holding = message_body is None
-        try:
-            super().endheaders(message_body, encode_chunked=encode_chunked)  # type: ignore[misc]
-        finally:
-            self._holding = False
-
-    def send(self, data: Any) -> None:
-        if self._holding and isinstance(data, bytes):
-            self._head = data
-            return
-        head, self._head = self._head, None
-        if head is not None:
-            if isinstance(data, bytes | bytearray):
-                data = head + data
-            else:
-                self._send(head)
-        self._send(data)
-
-    def getresponse(self) -> Any:
-        head, self._head = self._head, None
-        if head is not None:
-            self._send(head)
-        return super().getresponse()  # type: ignore[misc]
-
-    def _send(self, data: Any) -> None:
-        # Bytes on an open socket go by send_all (one plain send, not gevent's sendall); the rest (file-like
-        # or iterable bodies) by http.client, as before.
-        sock = self.sock  # type: ignore[attr-defined]
-        if sock is not None and isinstance(data, bytes | bytearray) and not self.debuglevel:  # type: ignore[attr-defined]
-            greenlets.send_all(sock, data)
-        else:
-            super().send(data)  # type: ignore[misc]
-
-
-class _GeventLiveness:
-    """Under gevent, a pooled connection's liveness is checked with the unpatched poll (see ``_Adapter``)."""
-
-    @property
-    def is_connected(self) -> bool:
-        sock = self.sock  # type: ignore[attr-defined]
-        return sock is not None and not _readable_now(sock)
-
-
-class _HTTPConnection(_Connection, urllib3.connection.HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_Connection, urllib3.connection.HTTPSConnection):
-    pass
-
-
-class _HTTPPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-class _GeventHTTPConnection(_GeventLiveness, _HTTPConnection):
-    pass
-
-
-class _GeventHTTPSConnection(_GeventLiveness, _HTTPSConnection):
-    pass
-
-
-class _GeventHTTPPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _GeventHTTPConnection
-
-
-class _GeventHTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _GeventHTTPSConnection
-
-
 @functools.lru_cache(maxsize=1024)
 def _prepared_url(url: str, query: tuple[tuple[str, str], ...]) -> str:
     """``url`` with ``query``, as requests prepares it (parsed, IDNA host, requoted); cached."""
@@ -484,56 +373,3 @@ def _failure_kind(exc: BaseException) -> str | None:
 def _first_line(err: BaseException) -> str:
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
     return text[:200]
-
-
-class _MockBody(io.RawIOBase):
-    """The mock's answer as a streamed body, read the way UpstreamResponse reads a socket's."""
-
-    chunked = True
-
-    def __init__(self, chunks: Iterator[bytes]):
-        self._chunks = chunks
-        self._aborted = False
-
-    def supports_chunked_reads(self) -> bool:
-        return True
-
-    def read_chunked(self, amt: int | None = None, decode_content: bool = True) -> Iterator[bytes]:
-        for chunk in self._chunks:
-            if self._aborted:
-                raise u3.ProtocolError("the mock stream was aborted")
-            yield chunk
-
-    def shutdown(self) -> None:
-        self._aborted = True
-
-    def release_conn(self) -> None:
-        pass
-
-
-class _LocalAdapter(BaseAdapter):
-    """Serves a scheme's URLs in-process (``mock://`` from gateway/mock.py): no socket, the same response
-    object as HTTP gives. ``answer(method, path, body)`` has ``status``, ``content_type`` and ``chunks``.
-    """
-
-    def __init__(self, answer: Callable[[str, str, bytes | None], Any]):
-        super().__init__()
-        self._answer = answer
-
-    def send(self, request: requests.PreparedRequest, stream: bool = False, **kwargs: Any) -> requests.Response:
-        path = urllib.parse.urlsplit(request.url).path
-        # The base URL's own path (/v1) is the mock's root.
-        path = path.removeprefix("/v1")
-        body = request.body.encode() if isinstance(request.body, str) else request.body
-        answer = self._answer(request.method or "GET", path, body)
-        resp = requests.Response()
-        resp.status_code = answer.status
-        resp.headers = CaseInsensitiveDict({"Content-Type": answer.content_type})
-        resp.raw = _MockBody(answer.chunks)
-        resp.url = request.url
-        resp.request = request
-        resp.reason = "OK" if answer.status < 400 else "Error"
-        return resp
-
-    def close(self) -> None:
-        pass
