@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask
 
-from .config import Settings
+from .config import Settings, pinned
 
 __version__ = "0.1.0"
 
@@ -22,7 +22,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings in layers (``config`` is the last layer), components, blueprints, errors."""
     from . import api, errors, services
 
-    settings = Settings.load(config)
+    # Under gunicorn, the settings its master checked (config.pin); else read in layers here.
+    settings = (config is None and pinned()) or Settings.load(config)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     _configure_logging(settings.log_level)

@@ -8,7 +8,7 @@ import hmac
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .config import SettingsError
+from .config import SettingsError, did_you_mean
 from .errors import AuthenticationError
 
 
@@ -140,4 +140,5 @@ def _parse_key(name: str, entry: Any) -> _GatewayKey:
 def _known_keys(table: Mapping[str, Any], known: tuple[str, ...], where: str) -> None:
     for key in table:
         if key not in known:
-            raise SettingsError(f"unknown key (known keys: {', '.join(known)})", key=f"{where}.{key}")
+            hint = did_you_mean(key, known)
+            raise SettingsError(f"unknown key{hint} (known keys: {', '.join(known)})", key=f"{where}.{key}")

@@ -16,19 +16,10 @@ from flask import Flask
 from flask.cli import FlaskGroup, with_appcontext
 
 from . import __version__, create_app
-from .config import SettingsError, explain
+from .config import SettingsError, explain_all, parse_age
 from .startup import EXIT_STATUS, StartupError, check
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 DEV_PORT = 8787  # Flask's own default is 5000; the gateway's port is the same whichever server runs it
-
-
-def parse_age(text: str) -> float:
-    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` -> seconds. Raises ValueError for anything else."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
-    if not match:
-        raise ValueError(f"not an age: {text!r} (use e.g. 30d, 12h, 90m)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def _app() -> Flask:
@@ -36,7 +27,8 @@ def _app() -> Flask:
     try:
         return create_app()
     except SettingsError as err:
-        click.echo(f"gateway: cannot start: {explain(err)}", err=True)
+        for line in explain_all(err):
+            click.echo(f"gateway: cannot start: {line}", err=True)
         sys.exit(EXIT_STATUS)
 
 
@@ -91,7 +83,8 @@ def check_config(no_store: bool) -> None:
     try:
         settings = check(store=not no_store)
     except StartupError as err:
-        click.echo(f"gateway: {err}", err=True)
+        for line in err.lines:
+            click.echo(f"gateway: {line}", err=True)
         sys.exit(err.status)
     click.echo(f"# gateway {__version__}: the effective settings (secrets masked)")
     click.echo(f"# providers: {', '.join(Catalogue(settings.providers).names())}")

@@ -6,12 +6,13 @@ This is the only module that reads ``os.environ``; everything else receives plai
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import re
 import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 ENV_PREFIX = "GATEWAY_"
@@ -33,6 +34,84 @@ class SettingsError(ValueError):
         self.message = message
         self.key = key
         self.source = source
+
+
+# The settings gunicorn's master checked last, for the workers it forks (see ``pin``).
+_pinned: Settings | None = None
+
+
+def pin(settings: Settings) -> None:
+    """Make ``settings`` what an app built without a config of its own uses, in this process and the workers
+    it forks: gunicorn's master pins the settings it checked, so that a settings file broken between a
+    start and a reload (SIGHUP) is refused by the master, and the new workers go on with the last good one.
+    """
+    global _pinned
+    _pinned = settings
+
+
+def pinned() -> Settings | None:
+    return _pinned
+
+
+class SettingsErrors(SettingsError):
+    """Every mistake found in one pass over the settings: ``errors``, each a SettingsError of its own."""
+
+    def __init__(self, errors: list[SettingsError]):
+        super().__init__(errors[0].message, errors[0].key, errors[0].source)
+        self.errors = errors
+        self.partial: Settings | None = None  # the settings without the values at fault, when known
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the nearest of ``known``, or nothing when none is near."""
+    near = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f" (did you mean '{near[0]}'?)" if near else ""
+
+
+_AGE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def parse_age(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` -> seconds. Raises ValueError for anything else."""
+    match = _AGE.fullmatch(text or "")
+    if not match:
+        raise ValueError(f"not an age: {text!r} (use e.g. 30d, 12h, 90m)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _checked(kwargs: dict[str, Any]) -> list[SettingsError]:
+    """The checks of values whose type is right and whose form may not be."""
+    errors = []
+    if kwargs.get("worker_class", "gevent") not in WORKER_CLASSES:
+        value = kwargs["worker_class"]
+        errors.append(SettingsError(f"must be one of {', '.join(WORKER_CLASSES)}, not {value!r}", key="worker_class"))
+    queue = kwargs.get("background_queue", "")
+    if queue and not queue.startswith(("sqlite:///", "redis://", "rediss://", "unix://")):
+        errors.append(
+            SettingsError(
+                f"must be empty, sqlite:///PATH or redis://HOST:PORT/DB, not {queue!r}", key="background_queue"
+            )
+        )
+    for name in ("retention", "background_event_retention"):
+        if kwargs.get(name):
+            try:
+                parse_age(kwargs[name])
+            except ValueError as exc:
+                errors.append(SettingsError(str(exc), key=name))
+    level = kwargs.get("log_level", "INFO")
+    if level.upper() not in LOG_LEVELS:
+        errors.append(
+            SettingsError(
+                f"must be one of {', '.join(LOG_LEVELS)}, not {level!r}{did_you_mean(level.upper(), LOG_LEVELS)}",
+                key="log_level",
+            )
+        )
+    bind = kwargs.get("bind", "127.0.0.1:8787")
+    if not (bind.startswith("unix:") or re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):\d{1,5}", bind)):
+        errors.append(SettingsError(f"must be HOST:PORT, [IPv6]:PORT or unix:PATH, not {bind!r}", key="bind"))
+    return errors
 
 
 def _setting(default: Any, doc: str) -> Any:
@@ -160,21 +239,25 @@ class Settings:
     @classmethod
     def _build(cls, values: dict[str, Any]) -> Settings:
         fields = {f.name: f for f in dataclasses.fields(cls)}
+        errors: list[SettingsError] = []
+        kwargs = {}
         for name in sorted(values):
             if name not in fields:
-                raise SettingsError("unknown setting (the README's settings table lists them all)", key=name)
-        kwargs = {}
-        for name, value in values.items():
-            kwargs[name] = _coerce(name, value, fields[name].type)
-        if kwargs.get("worker_class", "gevent") not in WORKER_CLASSES:
-            raise SettingsError(
-                f"must be one of {', '.join(WORKER_CLASSES)}, not {kwargs['worker_class']!r}", key="worker_class"
-            )
-        queue = kwargs.get("background_queue", "")
-        if queue and not queue.startswith(("sqlite:///", "redis://", "rediss://", "unix://")):
-            raise SettingsError(
-                f"must be empty, sqlite:///PATH or redis://HOST:PORT/DB, not {queue!r}", key="background_queue"
-            )
+                hint = did_you_mean(name, fields)
+                errors.append(
+                    SettingsError(f"unknown setting{hint} (the README's settings table lists them all)", key=name)
+                )
+                continue
+            try:
+                kwargs[name] = _coerce(name, values[name], fields[name].type)
+            except SettingsError as err:
+                errors.append(err)
+        errors += _checked(kwargs)
+        if errors:
+            found = SettingsErrors(errors)
+            # What was right, so that the checks of what the settings name go on in the same pass.
+            found.partial = cls(**kwargs)
+            raise found
         return cls(**kwargs)
 
     def masked(self) -> dict[str, Any]:
@@ -189,6 +272,11 @@ class Settings:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             out.append((f.name, default, f.metadata["doc"]))
         return out
+
+
+def explain_all(err: SettingsError, environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per mistake (see ``explain``)."""
+    return [explain(e, environ) for e in getattr(err, "errors", None) or [err]]
 
 
 def explain(err: SettingsError, environ: Mapping[str, str] | None = None) -> str:

@@ -12,9 +12,11 @@ import sys
 import tempfile
 from typing import Any
 
-from .config import runtime_path
+from .config import pin, runtime_path
 from .startup import StartupError, check
 
+# gunicorn's settings from the last good load: a reload (SIGHUP) with broken settings goes on with them.
+_last_good: dict[str, Any] | None = None
 # Made once per master, kept across reloads (SIGHUP), removed when the master exits.
 _made_metrics_dir: str | None = None
 # The background consumers this master started (when_ready) and stops (on_exit).
@@ -28,12 +30,21 @@ def configure() -> dict[str, Any]:
 
     The store is not opened here (see startup.py): ``when_ready`` has it checked in a process of its own.
     """
-    global _made_metrics_dir, _consumer_count, _consumer_grace
+    global _made_metrics_dir, _consumer_count, _consumer_grace, _last_good
     try:
         settings = check(store=False)
     except StartupError as err:
-        print(f"gateway: cannot start: {err}", file=sys.stderr, flush=True)
+        if _last_good is not None:
+            # A reload: the instance keeps serving, its new workers with the settings pinned before.
+            for line in err.lines:
+                print(f"gateway: reload refused, still serving the settings loaded before: {line}", file=sys.stderr)
+            sys.stderr.flush()
+            return dict(_last_good)
+        for line in err.lines:
+            print(f"gateway: cannot start: {line}", file=sys.stderr)
+        sys.stderr.flush()
         raise SystemExit(err.status) from None
+    pin(settings)
 
     out: dict[str, Any] = {
         "bind": settings.bind,
@@ -81,7 +92,8 @@ def configure() -> dict[str, Any]:
             _made_metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
         metrics_dir = _made_metrics_dir
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    return out
+    _last_good = out
+    return dict(out)
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -13,17 +13,22 @@ would make every worker's database waits block the whole worker.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from .config import Settings, SettingsError, explain
+from .config import Settings, SettingsError, SettingsErrors, did_you_mean, explain, explain_all
 
 EXIT_STATUS = 2
 
 
 class StartupError(Exception):
-    """The gateway cannot start; ``str()`` is the one line to print, ``status`` the exit status."""
+    """The gateway cannot start; ``lines`` says why (one line a mistake), ``status`` is the exit status."""
 
     status = EXIT_STATUS
+
+    def __init__(self, *lines: str):
+        super().__init__("\n".join(lines))
+        self.lines = list(lines)
 
 
 class NotReady(StartupError):
@@ -35,37 +40,83 @@ class NotReady(StartupError):
 def check(environ: Mapping[str, str] | None = None, *, store: bool = True) -> Settings:
     """The settings, once everything they name has been checked (the store and queue opened, with ``store``).
 
-    Raises StartupError; NotReady when only the store or the queue cannot be used now.
+    Every mistake is found in one pass: the settings' own, then each provider table, gateway key and saved
+    config they hold, each its own line. Raises StartupError; NotReady when only the store or the queue
+    cannot be used now.
     """
+    errors: list[SettingsError] = []
+    try:
+        settings = Settings.load(environ=environ)
+    except SettingsErrors as err:
+        errors += err.errors
+        if err.partial is None:
+            raise StartupError(*explain_all(err, environ)) from None
+        settings = err.partial
+    except SettingsError as err:  # the file cannot be read or parsed: nothing more can be checked
+        raise StartupError(explain(err, environ)) from None
+    errors += _named(settings)
+    if errors:
+        raise StartupError(*[explain(e, environ) for e in errors])
+    if store:
+        _check_store(settings, environ)
+        _check_queue(settings, environ)
+    return settings
+
+
+def _named(settings: Settings) -> list[SettingsError]:
+    """The mistakes in what the settings name: provider tables, gateway keys, saved configs, the store's URL."""
     # Imported here: gunicorn's master imports this module, and only needs the rest when it runs.
     from .auth import Authenticator
     from .errors import InvalidRequest
     from .providers import Catalogue
     from .routing import Router
 
-    try:
-        settings = Settings.load(environ=environ)
-        catalogue = Catalogue(settings.providers)
-        auth = Authenticator(settings.keys, allow_provider_keys=settings.allow_provider_keys, salt="")
-        for name, providers in auth.credentials_by_key().items():
-            for provider in providers:
-                if catalogue.get(provider) is None:
-                    raise SettingsError(
-                        f"unknown provider (known: {', '.join(catalogue.names())})",
-                        key=f"keys.{name}.providers.{provider}",
-                    )
+    errors: list[SettingsError] = []
+
+    def collect(step: Callable[[], Any]) -> Any:
         try:
-            Router(catalogue, configs=settings.configs, custom_hosts=settings.custom_hosts)
+            return step()
+        except SettingsError as err:
+            errors.extend(getattr(err, "errors", None) or [err])
         except InvalidRequest as err:
             # Saved configs are checked with the request schema, whose errors name the field as `param`.
-            raise SettingsError(err.message, key=err.param) from None
-        _check_store_url(settings)
-    except SettingsError as err:
-        raise StartupError(explain(err, environ)) from None
-    if store:
-        _check_store(settings, environ)
-        _check_queue(settings, environ)
-    return settings
+            errors.append(SettingsError(err.message, key=err.param))
+        return None
+
+    # Table by table, so that a mistake in one leaves the others checked.
+    good = {n: t for n, t in settings.providers.items() if collect(lambda n=n, t=t: Catalogue({n: t})) is not None}
+    catalogue = Catalogue(good)
+    known = catalogue.names()
+    for name, entry in settings.keys.items():
+        auth = collect(lambda name=name, entry=entry: Authenticator({name: entry}, allow_provider_keys=True, salt=""))
+        for provider in auth.credentials_by_key().get(name, []) if auth is not None else []:
+            if catalogue.get(provider) is None and provider not in settings.providers:
+                hint = did_you_mean(provider, known)
+                errors.append(
+                    SettingsError(
+                        f"unknown provider{hint} (known: {', '.join(known)})", key=f"keys.{name}.providers.{provider}"
+                    )
+                )
+    hosts = settings.custom_hosts
+    for name, config in settings.configs.items():
+        if collect(lambda name=name, config=config: Router(catalogue, configs={name: config}, custom_hosts=hosts)):
+            errors += _config_providers(config, f"configs.{name}", catalogue, set(settings.providers))
+    collect(lambda: _check_store_url(settings))
+    return errors
+
+
+def _config_providers(config: Any, key: str, catalogue: Any, configured: set[str]) -> list[SettingsError]:
+    """Providers a saved config names (its own, its targets', theirs...) that the catalogue does not have."""
+    errors: list[SettingsError] = []
+    if not isinstance(config, dict):
+        return errors
+    provider = config.get("provider")
+    if isinstance(provider, str) and catalogue.get(provider) is None and provider not in configured:
+        hint = did_you_mean(provider, catalogue.names())
+        errors.append(SettingsError(f"unknown provider {provider!r}{hint}", key=f"{key}.provider"))
+    for i, target in enumerate(config.get("targets") or []):
+        errors += _config_providers(target, f"{key}.targets.{i}", catalogue, configured)
+    return errors
 
 
 def _check_store_url(settings: Settings) -> None:
@@ -152,7 +203,8 @@ def probe(environ: Mapping[str, str] | None = None) -> int:
         _check_store(settings, environ)
         _check_queue(settings, environ)
     except StartupError as err:
-        print(f"gateway: not ready: {err}", file=sys.stderr, flush=True)
+        for line in err.lines:
+            print(f"gateway: not ready: {line}", file=sys.stderr, flush=True)
         return err.status
     return 0
 

@@ -115,6 +115,48 @@ def test_a_store_that_cannot_be_reached_is_one_line_and_not_ready_not_a_failed_s
     assert "Traceback" not in out and "secret" not in out, out
 
 
+ONE_PASS = """\
+retenton = "30d"
+retention = "30 days"
+log_level = "VERBOSE"
+bind = "127.0.0.1;9114"
+
+[providers.my-vllm]
+base_url = "http://127.0.0.1:9/v1"
+api = "chat"
+key_requird = false
+
+[keys.a]
+digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+[keys.a.providers.opnai]
+api_key = "x"
+
+[configs.c]
+provider = "mokc"
+"""
+
+
+def test_every_mistake_is_found_in_one_pass_each_with_where_and_did_you_mean(tmp_path):
+    (tmp_path / "gw.toml").write_text(ONE_PASS)
+    env = _env(tmp_path, GATEWAY_CONFIG=str(tmp_path / "gw.toml"))
+    ran = subprocess.run([GATEWAY, "check-config"], env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 2
+    lines = ran.stderr.splitlines()
+    expected = [
+        ("retenton: unknown setting", "did you mean 'retention'"),
+        ("retention: not an age: '30 days'", "30d"),
+        ("log_level: must be one of DEBUG", "'VERBOSE'"),
+        ("bind: must be HOST:PORT", "'127.0.0.1;9114'"),
+        ("[providers.my-vllm] key_requird: unknown key", "did you mean 'key_required'"),
+        ("[keys.a.providers] opnai: unknown provider", "did you mean 'openai'"),
+        ("[configs.c] provider: unknown provider 'mokc'", "did you mean 'mock'"),
+    ]
+    assert len(lines) == len(expected), ran.stderr
+    for line, (where, hint) in zip(lines, expected, strict=True):
+        assert line.startswith(f"gateway: {tmp_path / 'gw.toml'}: "), line
+        assert where in line and hint in line, line
+
+
 def test_an_environment_variable_at_fault_is_named(tmp_path):
     env = _env(tmp_path, GATEWAY_PROVIDERS__MY_VLLM__KEY_REQUIRD="false")
     ran = subprocess.run([GATEWAY, "check-config"], env=env, capture_output=True, text=True, timeout=60)
@@ -205,3 +247,50 @@ def test_dev_server_defaults_to_the_gateways_port():
 
     ctx = main.make_context("gateway", ["run", "--help"], resilient_parsing=True)
     assert ctx.default_map["run"]["port"] == 8787
+
+
+@pytest.mark.slow
+def test_a_reload_with_broken_settings_keeps_serving_and_a_good_one_adds_a_key(tmp_path):
+    # SIGHUP is how keys are added and rotated: a typo in the file must not take the instance down.
+    from gateway.auth import key_digest
+
+    def key(name: str) -> str:
+        return f'[keys.{name}]\ndigest = "{key_digest(name)}"\n[keys.{name}.providers.mock]\napi_key = "unused"\n'
+
+    settings = tmp_path / "gw.toml"
+    only_keys = "allow_provider_keys = false\n"
+    settings.write_text(only_keys + key("team-a"))
+    server = Gunicorn({"GATEWAY_CONFIG": str(settings), "GATEWAY_STORE_URL": f"sqlite:///{tmp_path / 's.db'}"})
+
+    def status(api_key: str) -> int:
+        body = {"model": "m", "input": "hi"}
+        headers = {"Authorization": f"Bearer {api_key}", "x-portkey-provider": "mock"}
+        return requests.post(server.url + "/v1/responses", json=body, headers=headers, timeout=10).status_code
+
+    def reloaded(marker: str) -> None:
+        before = server.output().count(marker)
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while server.output().count(marker) == before:
+            assert time.monotonic() < deadline, server.output()[-3000:]
+            time.sleep(0.1)
+        time.sleep(1)  # the old workers are told to go once the new ones boot
+
+    assert status("team-a") == 200
+    settings.write_text(only_keys + key("team-a") + key("team-b") + "workres = 2\n")
+    reloaded("reload refused")
+    assert server.proc.poll() is None
+    assert status("team-a") == 200  # the new workers run the settings loaded before
+    assert status("team-b") == 401
+    refused = [line for line in server.output().splitlines() if "reload refused" in line]
+    assert len(refused) == 1 and "workres" in refused[0] and "gw.toml" in refused[0]
+
+    settings.write_text(only_keys + key("team-a") + key("team-b"))
+    reloaded("Booting worker")
+    deadline = time.monotonic() + 20
+    while status("team-b") != 200:
+        assert time.monotonic() < deadline, "the good reload did not add the key"
+        time.sleep(0.2)
+    assert status("team-a") == 200
+    out = server.stop()
+    assert "Traceback" not in out, out

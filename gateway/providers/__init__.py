@@ -8,7 +8,7 @@ import tomllib
 from importlib import resources
 from typing import Any
 
-from ..config import SettingsError
+from ..config import SettingsError, did_you_mean
 
 API_KINDS = ("responses", "chat")
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
@@ -74,8 +74,9 @@ def _build(name: str, entry: dict[str, Any]) -> Provider:
     # is a typo that would otherwise be ignored (`key_requird = false`).
     for key in entry:
         if key not in fields and key not in placeholders:
-            known = ", ".join(sorted({*fields, *placeholders}))
-            raise CatalogueError(f"unknown key (known keys: {known})", key=f"providers.{name}.{key}")
+            names = sorted({*fields, *placeholders})
+            hint = did_you_mean(key, names)
+            raise CatalogueError(f"unknown key{hint} (known keys: {', '.join(names)})", key=f"providers.{name}.{key}")
     known = {k: v for k, v in entry.items() if k in fields}
     extra = {k: v for k, v in entry.items() if k not in fields}
     for required in ("base_url", "api"):
