@@ -234,7 +234,7 @@ def pytest_collection_modifyitems(config, items):
     names = set()
     for item in items:
         names.update(getattr(item, "fixturenames", ()))
-    missing = missing_programs(postgres=bool(names & _NEEDS_PG), redis="redis_url" in names)
+    missing = missing_programs(postgres=bool(names & _NEEDS_PG), redis=bool(names & {"redis_url", "private_redis"}))
     has_nginx = shutil.which("nginx") or Path("/usr/sbin/nginx").exists()
     if any("nginx" in item.nodeid for item in items) and not has_nginx:
         missing.append("nginx (apt-get install nginx)")

@@ -169,7 +169,7 @@ class PrivateRedis:
 
     def start(self) -> PrivateRedis:
         log = self.dir / "server.log"
-        self._log = log.open("wb")
+        self._log = log.open("ab")
         options = {"port": str(self.port), "bind": "127.0.0.1", "save": "", "appendonly": "no", "dir": str(self.dir)}
         self.proc = subprocess.Popen(
             ["redis-server", *(arg for name, value in options.items() for arg in (f"--{name}", value))],
@@ -180,7 +180,8 @@ class PrivateRedis:
         _wait_port(self.port, self.proc, "Redis", log)
         return self
 
-    def stop(self) -> None:
+    def down(self) -> None:
+        """The server goes away (``start`` brings it back on the same port, empty)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -190,4 +191,8 @@ class PrivateRedis:
                 self.proc.wait()
         if self._log is not None:
             self._log.close()
+            self._log = None
+
+    def stop(self) -> None:
+        self.down()
         shutil.rmtree(self.dir, ignore_errors=True)

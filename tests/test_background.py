@@ -12,6 +12,7 @@ from pathlib import Path
 
 import openai
 import pytest
+import requests
 
 from tests.conftest import KEY, Gunicorn
 
@@ -446,3 +447,41 @@ def test_messages_on_the_queue_that_are_not_jobs_run_nothing(gateway_env, redis_
     assert not marker.exists()
     assert out.count("dropped a message that is not a job") == len(hostile), out
     assert "Traceback" not in out  # one line each
+
+
+@pytest.fixture
+def private_redis():
+    """A Redis of this test's own, which it may take down and bring back on the same port."""
+    from tests.services import PrivateRedis
+
+    server = PrivateRedis().start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_a_queue_that_goes_away_is_one_line_then_one_when_it_is_back(gateway_env, private_redis, make_sdk):
+    env = {**gateway_env, "GATEWAY_BACKGROUND_QUEUE": private_redis.url, "GATEWAY_BACKGROUND_CONSUMERS": "1"}
+    server = Gunicorn(env, workers=1)
+    _wait(lambda: _consumers(server), 10)
+    sdk = make_sdk(server.url + "/v1", provider="openai")
+    _until_done(sdk, sdk.responses.create(background=True, model="m", input="before").id)
+
+    private_redis.down()
+    with pytest.raises(openai.APIStatusError) as info:
+        sdk.responses.create(background=True, model="m", input="while down")
+    assert info.value.status_code == 503
+    ready = requests.get(server.url + "/readyz", timeout=10)
+    # The store is up: still ready (a shared Redis going down must not empty the load balancer), and says so.
+    assert ready.status_code == 200 and ready.json()["queue"]["status"] == "unreachable"
+    time.sleep(8)  # the consumer keeps trying meanwhile, with backoff
+    private_redis.start()
+    _wait(lambda: "background queue reachable again" in server.output(), 30)
+    _until_done(sdk, sdk.responses.create(background=True, model="m", input="after").id)
+    assert requests.get(server.url + "/readyz", timeout=10).json()["queue"] == {"status": "ok"}
+    out = server.stop()
+    said = [line for line in out.splitlines() if "background queue" in line]
+    print("\n".join(said))
+    assert "Traceback" not in out, out[-3000:]
+    # One line each way from the consumer and from the worker that found it down: four at most.
+    assert 2 <= len(said) <= 4, said

@@ -165,7 +165,7 @@ def test_each_gunicorn_instance_has_its_own_control_socket(gateway_env):
 
 def test_readyz_is_ready_when_the_store_answers(client):
     resp = client.get("/readyz")
-    assert resp.status_code == 200 and resp.json == {"status": "ready"}
+    assert resp.status_code == 200 and resp.json == {"status": "ready", "queue": {"status": "ok"}}
 
 
 def test_readyz_says_why_when_the_schema_is_not_current(app, client):

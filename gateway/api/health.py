@@ -22,9 +22,17 @@ def healthz() -> dict:
 
 @bp.get("/readyz")
 def readyz() -> tuple[dict, int]:
-    """Readiness: the store answers and its schema is the one this code expects (else 503)."""
-    ok, why = current_services().store.ready()
-    return ({"status": "ready"}, 200) if ok else ({"status": "unavailable", "reason": why}, 503)
+    """Readiness: the store answers and its schema is the one this code expects (else 503).
+
+    The background queue's state, as this worker last found it, is in the body, and never makes it 503:
+    a Redis shared by every instance going down must not take them all out of the load balancer.
+    """
+    svc = current_services()
+    ok, why = svc.store.ready()
+    queue = svc.background.health.state()
+    if ok:
+        return {"status": "ready", "queue": queue}, 200
+    return {"status": "unavailable", "reason": why, "queue": queue}, 503
 
 
 @bp.get("/metrics")

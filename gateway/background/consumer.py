@@ -315,11 +315,12 @@ def _consumer_class() -> type:
     from collections import deque
 
     from greenlet import getcurrent
-    from huey.consumer import Consumer, Worker
+    from huey.consumer import Consumer, Scheduler, Worker
     from huey.exceptions import HueyException
 
-    from .queue import NotAJob
+    from .queue import NotAJob, QueueHealth
 
+    health = QueueHealth(log)
     # One greenlet of the process reads the queue at a time (the reader); the others wait until handed the
     # turn. When every idle greenlet polled on its own (100 of them, each at most a second apart), an idle
     # consumer spent 4.7 % of a core on SQLite reads, and a new run was seen by several greenlets at once,
@@ -368,10 +369,11 @@ def _consumer_class() -> type:
             except (NotAJob, HueyException) as exc:  # HueyException: a task name this gateway does not have
                 log.warning("background queue: dropped a message that is not a job: %s", exc)
                 return
-            except Exception:
-                log.exception("background queue: reading failed")
-                self.sleep()
+            except Exception as exc:  # the queue's own client errors (redis, sqlite3): it is down
+                health.failed(exc)
+                self.stop_flag.wait(health.backoff())
                 return
+            health.ok()
             if task is None:
                 if not self.huey.storage.blocking:  # Redis waits in BRPOP; SQLite is polled
                     self.sleep()
@@ -383,8 +385,18 @@ def _consumer_class() -> type:
             except Exception:
                 log.exception("background task %s failed", task.id)
 
+    class IdleScheduler(Scheduler):
+        """huey's scheduler reads the schedule every second, and logged a traceback each time while the queue
+        was down; the gateway's jobs never wait for a time (JobSerializer refuses an eta) and none is
+        periodic, so it has nothing to do.
+        """
+
+        def loop(self, now: Any = None) -> None:
+            self.stop_flag.wait(60)
+
     class OneReaderConsumer(Consumer):
         worker_class = OneReaderWorker
+        scheduler_class = IdleScheduler
 
         def stop(self, graceful: bool = False) -> None:
             self.stop_flag.set()

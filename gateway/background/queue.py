@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -95,3 +96,38 @@ class JobSerializer:
         fields = dict.fromkeys(Message._fields)
         fields.update(id=job["id"], name=job["task"], retries=0, retry_delay=0, args=(job["run"],), kwargs={})
         return Message(**fields)
+
+
+class QueueHealth:
+    """Whether the queue answered last time, said in one log line when it stops answering and one when it
+    answers again, however many calls fail meanwhile (Redis down made a consumer log a traceback a loop).
+    """
+
+    def __init__(self, log: Any):
+        self._log = log
+        self.down_since: float | None = None  # time.time() of the first failure of this outage
+        self.reason = ""
+        self._failures = 0
+
+    def backoff(self) -> float:
+        """Seconds to wait before the next try while the queue is down: 0.1 doubling up to 5."""
+        return min(5.0, 0.1 * 2 ** min(self._failures, 6))
+
+    def failed(self, exc: BaseException) -> None:
+        self._failures += 1
+        if self.down_since is None:
+            self.down_since = time.time()
+            lines = str(exc).strip().splitlines()
+            self.reason = (lines[0] if lines else type(exc).__name__)[:200]
+            self._log.warning("background queue unreachable: %s (retried quietly until it answers)", self.reason)
+
+    def ok(self) -> None:
+        self._failures = 0
+        if self.down_since is not None:
+            self._log.warning("background queue reachable again after %.0f s", time.time() - self.down_since)
+            self.down_since = None
+
+    def state(self) -> dict:
+        if self.down_since is None:
+            return {"status": "ok"}
+        return {"status": "unreachable", "since": int(self.down_since), "reason": self.reason}

@@ -18,7 +18,7 @@ from ..seal import Box
 from ..sse import TERMINAL_EVENTS
 from ..store.background import LimitReached, RunState
 from . import events
-from .queue import make_queue
+from .queue import QueueHealth, make_queue
 
 if TYPE_CHECKING:
     from huey import Huey
@@ -77,6 +77,7 @@ class Background:
         self._queue: Huey | None = None
         self._queue_lock = threading.Lock()
         self._box = Box(lambda: store.secret("background_key"))
+        self.health = QueueHealth(log)  # as this process last found the queue
         self._executor: Any = None  # set in consumer processes (consumer.Runner)
         self._run: Any = None
         self.watch = Watch(store)
@@ -101,8 +102,9 @@ class Background:
             self.queue  # noqa: B018 - made at first use; it registers the task
             self._run(response_id)
         except Exception as exc:  # huey's storage raises its backend's own errors (sqlite3, redis)
-            log.warning("background queue refused %s: %s", response_id, exc)
+            self.health.failed(exc)
             raise QueueUnavailable("The gateway's background queue is unavailable; try again shortly.") from exc
+        self.health.ok()
 
     def attach(self, executor: Any) -> None:
         """Run the queue's jobs with ``executor.execute(response_id)`` (a consumer process)."""
