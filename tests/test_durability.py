@@ -89,6 +89,18 @@ def _requests(base: str, outage_start: threading.Event) -> list[dict]:
         return list(pool.map(run, range(TOTAL)))
 
 
+def _read_back(base: str, response_id: str) -> requests.Response:
+    """GET a response, retrying a 503 for a few seconds as its Retry-After asks: a worker that found the
+    store down refuses calls at once until its probe (one a second) finds it back.
+    """
+    deadline = time.monotonic() + 5
+    while True:
+        got = requests.get(f"{base}/v1/responses/{response_id}", headers=HEADERS, timeout=10)
+        if got.status_code != 503 or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
 def _check(base: str, results: list[dict]) -> dict[str, int]:
     """Every acknowledged response is stored; every other answer is an honest 503."""
     counts = {"acknowledged": 0, "stored": 0, "503": 0}
@@ -96,7 +108,7 @@ def _check(base: str, results: list[dict]) -> dict[str, int]:
         acknowledged = res["status"] == 200 and (not res["stream"] or res["terminal"] == "response.completed")
         if acknowledged:
             counts["acknowledged"] += 1
-            got = requests.get(f"{base}/v1/responses/{res['id']}", headers=HEADERS, timeout=10)
+            got = _read_back(base, res["id"])
             assert got.status_code == 200, (res, got.text)
             assert got.json()["id"] == res["id"]
             counts["stored"] += 1
@@ -149,6 +161,7 @@ def test_postgresql_outage_acknowledges_only_what_is_stored(fake, pg_schema, pg_
         while requests.get(server.url + "/readyz", timeout=10).status_code != 200:
             assert time.monotonic() < deadline, "not ready again after the store came back"
             time.sleep(0.2)
+        time.sleep(1.2)  # each worker's short circuit lets its probe through a second after its last one
         results += [_one(server.url, TOTAL + i) for i in range(8)]
         counts = _check(server.url, results)
         print(f"\nPostgreSQL outage: {counts} of {len(results)} requests")
@@ -177,6 +190,7 @@ def test_sqlite_write_lock_past_the_timeout(fake, gateway_env, tmp_path):
 
     try:
         results = _load(server.url, hold_lock)
+        time.sleep(1.2)  # each worker's short circuit lets its probe through a second after its last one
         results += [_one(server.url, TOTAL + i) for i in range(8)]
         counts = _check(server.url, results)
         print(f"\nSQLite write lock: {counts} of {len(results)} requests")
@@ -211,8 +225,9 @@ def test_store_reads_that_fail_are_503_not_500(fake, pg_schema, pg_proxy, settin
         assert resp.status_code == 503 and resp.json["error"]["code"] == "store_unavailable"
         assert client.get("/readyz").status_code == 503
         pg_proxy.restore()
-        assert client.get(f"/v1/responses/{made['id']}", headers=HEADERS).json["id"] == made["id"]
+        # Known to be down (short circuit): the readiness probe that finds it back lets calls through again.
         assert client.get("/readyz").status_code == 200
+        assert client.get(f"/v1/responses/{made['id']}", headers=HEADERS).json["id"] == made["id"]
     finally:
         close_app(app)
 
@@ -303,6 +318,7 @@ def test_a_frozen_database_gives_503_in_time_and_never_freezes_a_worker_or_the_m
         while requests.get(server.url + "/readyz", timeout=10).status_code != 200:
             assert time.monotonic() < deadline, "not ready again after the database came back"
             time.sleep(0.2)
+        time.sleep(1.2)  # each worker's short circuit lets its probe through a second after its last one
         after = [_one(server.url, 20_000 + i) for i in range(8)]
         assert all(r["status"] == 200 for r in after)
         counts = _check(server.url, results + [r for _, r in stalled] + after)
@@ -311,3 +327,36 @@ def test_a_frozen_database_gives_503_in_time_and_never_freezes_a_worker_or_the_m
     finally:
         out = server.stop()
     assert "WORKER TIMEOUT" not in out and "Traceback" not in out, out
+
+
+def test_a_store_known_to_be_down_refuses_creates_before_the_provider_is_paid(fake, pg_schema, pg_proxy, settings):
+    from gateway import create_app
+    from tests.conftest import close_app
+
+    app = create_app({**settings, "store_url": pg_via(pg_schema, pg_proxy.port), "store_write_timeout": 0.5})
+    client = app.test_client()
+
+    def create(**extra):
+        return client.post("/v1/responses", json={"model": "m", "input": "x", **extra}, headers=HEADERS)
+
+    try:
+        assert create().status_code == 200
+        pg_proxy.cut()
+        for _ in range(4):  # three failures open the circuit; the fourth create's record is its probe
+            resp = create()
+            assert resp.status_code == 503 and resp.json["error"]["code"] == "store_unavailable"
+        paid = len(fake.requests)
+        started = time.monotonic()
+        resp = create()
+        took = time.monotonic() - started
+        assert resp.status_code == 503 and resp.json["error"]["code"] == "store_unavailable"
+        assert len(fake.requests) == paid, "the provider was called for an answer that could not be recorded"
+        assert took < 0.5, took  # refused at once, not after the write timeout
+        assert create(store=False).status_code == 200  # needs no store: served all along
+        pg_proxy.restore()
+        deadline = time.monotonic() + 5
+        while create().status_code != 200:  # one probe a second finds the store back
+            assert time.monotonic() < deadline, "not serving again after the store came back"
+            time.sleep(0.1)
+    finally:
+        close_app(app)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..call import Call, Context, Turn
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, StoreUnavailable
 from ..observe import Trace
 from ..reply import Reply
 from ..routing import Target
@@ -45,6 +45,9 @@ def create(svc: Services, call: Call) -> tuple[Reply, Target]:
         generate=call.generate,
         keeper=call.keeper,
     )
+    if (turn.keep or turn.conversation is not None) and svc.store.known_down():
+        # Its answer could not be recorded: refused before the provider is paid (see Database.known_down).
+        raise StoreUnavailable()
     targets = svc.router.targets(call.headers, call.caller)
     trace = call.trace or Trace(trace_id="", method="POST", path="/v1/responses")
     ctx = Context(svc, call.caller, call.headers, trace)

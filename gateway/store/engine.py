@@ -7,6 +7,7 @@ Every wait on PostgreSQL ends by the call's deadline and yields to other greenle
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import random
@@ -115,6 +116,44 @@ def _kind(exc: BaseException) -> str:
     return type(getattr(exc, "orig", exc)).__name__[:32].lower()
 
 
+class _Breaker:
+    """The store known to be down: after 3 failed calls within 5 s, calls are refused at once (no wait, no
+    provider paid for an answer that could not be recorded), except one a second, which goes through as a
+    probe; any success closes it. Per process: each worker finds the outage, and the recovery, itself.
+    """
+
+    FAILURES, WINDOW, PROBE_EVERY = 3, 5.0, 1.0
+
+    def __init__(self) -> None:
+        self._failures: collections.deque[float] = collections.deque(maxlen=self.FAILURES)
+        self._next_probe = 0.0
+
+    def open(self) -> bool:
+        failures = self._failures
+        return len(failures) == self.FAILURES and failures[-1] - failures[0] <= self.WINDOW
+
+    def known_down(self) -> bool:
+        """Open, and not yet time for the next probe (asking does not take the probe's turn)."""
+        return self.open() and time.monotonic() < self._next_probe
+
+    def refuses(self) -> bool:
+        """Whether this call is refused; when it is the probe's turn, this call is the probe."""
+        if not self.open():
+            return False
+        now = time.monotonic()
+        if now >= self._next_probe:
+            self._next_probe = now + self.PROBE_EVERY
+            return False
+        return True
+
+    def failed(self) -> None:
+        self._failures.append(time.monotonic())
+
+    def succeeded(self) -> None:
+        if self._failures:
+            self._failures.clear()
+
+
 class Database:
     """One engine, and its bounded calls: ``read(op, fn)`` and ``write(op, fn)``, for every sub-store.
 
@@ -128,6 +167,7 @@ class Database:
         self.write_timeout = write_timeout
         self.engine = make_engine(url, timeout=write_timeout)
         self._observe = observe
+        self._breaker = _Breaker()
         self._prepared = False
         self._unready_logged = False
         self._prepare_lock = threading.Lock()  # a greenlet's lock under gevent
@@ -153,10 +193,14 @@ class Database:
         if (outer := remaining()) is not None:  # a caller's earlier bound (a group commit's) holds
             bound = min(bound, now + outer)
         retry_until = min(now + retry_for, bound)
+        if self._breaker.refuses():
+            self._report(op, started, "short_circuit")
+            raise StoreUnavailable()
         if not self._prepared:
             try:
                 self.prepare()
             except StoreUnavailable:
+                self._breaker.failed()
                 self._report(op, started, "not_ready")
                 raise
         wait = 0.02
@@ -170,13 +214,21 @@ class Database:
                 kind = _kind(exc)
                 if time.monotonic() + wait >= retry_until:
                     log.warning("store %s failed (%s): %s", op, kind, _first_line(exc))
+                    self._breaker.failed()
                     self._report(op, started, kind)
                     raise StoreUnavailable() from exc
                 time.sleep(random.uniform(wait / 2, wait))
                 wait = min(wait * 2, 0.5)
                 continue
+            self._breaker.succeeded()
             self._report(op, started, None)
             return result
+
+    def known_down(self) -> bool:
+        """True while the store is known to be down (see _Breaker): a create that needs it is refused before
+        the provider is paid. ``store: false`` requests without history never ask.
+        """
+        return self._breaker.known_down()
 
     def prepare(self) -> None:
         """Create or upgrade the schema, once per process; the first store call does it when not done yet.
@@ -217,6 +269,7 @@ class Database:
             return False, f"store unavailable ({_kind(exc)})"
         if value != str(SCHEMA_VERSION):
             return False, f"store schema is {value!r}, this gateway needs {SCHEMA_VERSION}"
+        self._breaker.succeeded()  # a readiness probe that got through is as good as any call
         return True, "ok"
 
     # ------------------------------------------------------------------ schema
