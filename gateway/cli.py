@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 from flask import Flask
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import FlaskGroup, run_command, with_appcontext
 
 from . import __version__, create_app
 from .config import SettingsError, explain_all, parse_age
@@ -32,8 +32,20 @@ def _app() -> Flask:
         sys.exit(EXIT_STATUS)
 
 
+class _GatewayGroup(FlaskGroup):
+    """Flask's command group with the gateway's commands and Flask's development server (``run``) only:
+    Flask's ``routes`` and ``shell``, and its ``--env-file``, ``--app`` and ``--debug`` options, are for
+    developing a Flask app, not for running this one (the gateway's settings come from GATEWAY_*).
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(add_default_commands=False, load_dotenv=False, set_debug_flag=False, **kwargs)
+        self.params = [p for p in self.params if p.name not in ("env_file", "app", "debug")]
+        self.add_command(run_command)
+
+
 @click.group(
-    cls=FlaskGroup,
+    cls=_GatewayGroup,
     create_app=_app,
     add_version_option=False,
     context_settings={"default_map": {"run": {"port": DEV_PORT}}},
@@ -87,8 +99,18 @@ def check_config(no_store: bool) -> None:
             click.echo(f"gateway: {line}", err=True)
         sys.exit(err.status)
     click.echo(f"# gateway {__version__}: the effective settings (secrets masked)")
-    click.echo(f"# providers: {', '.join(Catalogue(settings.providers).names())}")
-    click.echo(to_toml(settings.masked()), nl=False)
+    catalogue = Catalogue(settings.providers)
+    click.echo(f"# providers: {', '.join(catalogue.names())}")
+    shown = settings.masked()
+    # Every provider as the gateway will call it, built-in ones included: where it is and what it speaks,
+    # beside what the settings say of it (a base_url is where a 502 "could not be reached" points).
+    providers = {}
+    for name in catalogue.names():
+        provider = catalogue.get(name)
+        entry = {"base_url": provider.base_url, "api": provider.api}
+        providers[name] = {**entry, **shown["providers"].get(name, {})}
+    shown["providers"] = providers
+    click.echo(to_toml(shown), nl=False)
 
 
 def _prepare(store: Any) -> None:

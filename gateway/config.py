@@ -325,9 +325,12 @@ _SECRETS = frozenset({"key_salt", "metrics_token", "api_key"})
 def _mask(name: str, value: Any) -> Any:
     if name in _SECRETS and value:
         return "***"
-    if name in ("store_url", "background_queue") and isinstance(value, str):
+    if name in ("store_url", "background_queue", "base_url") and isinstance(value, str):
         # user:password@host -> user:***@host
         return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", value)
+    if name in ("headers", "query") and isinstance(value, dict):
+        # A provider's extra headers and query parameters often carry its credentials (api-key, key=...).
+        return {k: "***" for k in value}
     if isinstance(value, dict):
         return {k: _mask(k, v) for k, v in value.items()}
     if isinstance(value, list):

@@ -294,3 +294,26 @@ def test_a_reload_with_broken_settings_keeps_serving_and_a_good_one_adds_a_key(t
     assert status("team-a") == 200
     out = server.stop()
     assert "Traceback" not in out, out
+
+
+def test_check_config_shows_every_provider_where_it_is_with_its_secrets_masked(tmp_path):
+    (tmp_path / "gw.toml").write_text(
+        '[providers.my]\nbase_url = "http://u:pw-hush@127.0.0.1:9/v1"\napi = "chat"\n'
+        'headers = { "api-key" = "hdr-hush" }\nquery = { key = "q-hush" }\n'
+    )
+    env = _env(tmp_path, GATEWAY_CONFIG=str(tmp_path / "gw.toml"))
+    ran = subprocess.run([GATEWAY, "check-config", "--no-store"], env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert "hush" not in ran.stdout
+    printed = tomllib.loads(ran.stdout)["providers"]
+    assert printed["openai"] == {"base_url": "https://api.openai.com/v1", "api": "responses"}  # a built-in one
+    assert printed["my"]["base_url"] == "http://u:***@127.0.0.1:9/v1"
+    assert printed["my"]["headers"] == {"api-key": "***"} and printed["my"]["query"] == {"key": "***"}
+
+
+def test_gateway_help_lists_the_gateway_s_commands_not_flask_s():
+    ran = subprocess.run([GATEWAY, "--help"], capture_output=True, text=True, timeout=30)
+    commands = ran.stdout.split("Commands:", 1)[1]
+    names = {line.split()[0] for line in commands.splitlines() if line.strip()}
+    assert names == {"check-config", "migrate", "purge", "run", "serve", "worker"}
+    assert "--env-file" not in ran.stdout and "--app" not in ran.stdout

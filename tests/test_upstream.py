@@ -125,3 +125,4 @@ def test_a_refused_connection_is_named_as_such_with_or_without_a_body(method):
     # Named as a connect failure: with the head held back, the connect still happens in the request.
     message = err.value.message
     assert f"at 127.0.0.1:{port} could not be reached" in message and "Connection refused" in message
+    assert "Connection(" not in message, message  # urllib3's internal class (_GeventHTTPConnection(host=...))

@@ -345,28 +345,35 @@ def _host(url: str | None) -> str | None:
 
 def _failure_kind(exc: BaseException) -> str | None:
     """Why a connection could not be made (refused, DNS, TLS), from the chain of causes; None when it was made
-    and then broken.
+    and then broken. The most telling cause wins wherever it is in the chain: urllib3's NewConnectionError
+    wraps the refusal, and its own text names an internal class (``_GeventHTTPConnection(host=...)``).
     """
-    seen: set[int] = set()
+    chain: list[BaseException] = []
     todo: list[BaseException] = [exc]
     while todo:
         err = todo.pop()
-        if id(err) in seen:
+        if any(err is seen for seen in chain):
             continue
-        seen.add(id(err))
-        if isinstance(err, u3.NameResolutionError | socket.gaierror):
-            return "its host name does not resolve (DNS)"
-        if isinstance(err, ssl.SSLError | u3.SSLError | requests.exceptions.SSLError):
-            return f"the TLS handshake failed ({_first_line(err)})"
-        if isinstance(err, ConnectionRefusedError):
-            return "the connection was refused (nothing listens on that port)"
-        if isinstance(err, u3.NewConnectionError):
-            return f"no connection could be made ({_first_line(err)})"
+        chain.append(err)
         todo += [e for e in (err.__cause__, err.__context__) if e is not None]
         todo += [a for a in getattr(err, "args", ()) if isinstance(a, BaseException)]
         reason = getattr(err, "reason", None)
         if isinstance(reason, BaseException):
             todo.append(reason)
+    for err in chain:
+        if isinstance(err, u3.NameResolutionError | socket.gaierror):
+            return "its host name does not resolve (DNS)"
+    for err in chain:
+        if isinstance(err, ssl.SSLError | u3.SSLError | requests.exceptions.SSLError):
+            return f"the TLS handshake failed ({_first_line(err)})"
+    for err in chain:
+        if isinstance(err, ConnectionRefusedError) or "Connection refused" in str(err):
+            return "Connection refused (nothing listens on that port)"
+    for err in chain:
+        if isinstance(err, u3.NewConnectionError):
+            # "<...Connection(host=..., port=...)>: Failed to establish a new connection: [Errno N] why"
+            why = _first_line(err).rsplit(": ", 1)[-1]
+            return f"no connection could be made ({why})"
     return None
 
 
