@@ -26,14 +26,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = (config is None and pinned()) or Settings.load(config)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     services.init_app(app, settings)
     errors.init_app(app)
     api.init_app(app)
     return app
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, fmt: str = "text") -> None:
     """The access log is one JSON object a line on stderr; other gateway messages go beside it as text.
 
     Handlers are added once per process, and only where the host application has set none of its own.
@@ -48,7 +48,12 @@ def _configure_logging(level: str) -> None:
         access.propagate = False
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        if fmt == "json":
+            from .logs import JsonFormatter
+
+            handler.setFormatter(JsonFormatter())
+        else:
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
 
 

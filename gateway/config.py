@@ -71,6 +71,7 @@ def did_you_mean(word: str, known: Iterable[str]) -> str:
 _AGE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 
 
 def parse_age(text: str) -> float:
@@ -108,6 +109,8 @@ def _checked(kwargs: dict[str, Any]) -> list[SettingsError]:
                 key="log_level",
             )
         )
+    if kwargs.get("log_format", "text") not in LOG_FORMATS:
+        errors.append(SettingsError(f"must be text or json, not {kwargs['log_format']!r}", key="log_format"))
     bind = kwargs.get("bind", "127.0.0.1:8787")
     if not (bind.startswith("unix:") or re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):\d{1,5}", bind)):
         errors.append(SettingsError(f"must be HOST:PORT, [IPv6]:PORT or unix:PATH, not {bind!r}", key="bind"))
@@ -157,6 +160,11 @@ class Settings:
     )
     retention: str = _setting("", "default age for `gateway purge` (e.g. `30d`, `12h`); empty: keep forever")
     log_level: str = _setting("INFO", "log level of the `gateway` logger")
+    log_format: str = _setting(
+        "text",
+        "stderr's lines besides the access log (always JSON): `text`, or `json` for one JSON object a line, "
+        "gunicorn's own lines included",
+    )
     log_prompts: bool = _setting(False, "put each request's `input` and `instructions` in its access log line")
     metrics_token: str = _setting(
         "", "when set, `/metrics` asks for `Authorization: Bearer <token>` (for gateways exposed without nginx)"

@@ -12,7 +12,8 @@ import sys
 import tempfile
 from typing import Any
 
-from .config import pin, runtime_path
+from .config import pin, pinned, runtime_path
+from .logs import gunicorn_logconfig, say
 from .startup import StartupError, check
 
 # gunicorn's settings from the last good load: a reload (SIGHUP) with broken settings goes on with them.
@@ -36,9 +37,9 @@ def configure() -> dict[str, Any]:
     except StartupError as err:
         if _last_good is not None:
             # A reload: the instance keeps serving, its new workers with the settings pinned before.
+            fmt = pinned().log_format if pinned() is not None else "text"
             for line in err.lines:
-                print(f"gateway: reload refused, still serving the settings loaded before: {line}", file=sys.stderr)
-            sys.stderr.flush()
+                say(f"gateway: reload refused, still serving the settings loaded before: {line}", fmt)
             return dict(_last_good)
         for line in err.lines:
             print(f"gateway: cannot start: {line}", file=sys.stderr)
@@ -63,6 +64,7 @@ def configure() -> dict[str, Any]:
         # One log line per request is the gateway's own job; gunicorn's access log would repeat it.
         "accesslog": None,
         "errorlog": "-",
+        **({"logconfig_dict": gunicorn_logconfig()} if settings.log_format == "json" else {}),
         "child_exit": child_exit,
         "post_worker_init": post_worker_init,
         "worker_exit": worker_exit,

@@ -12,7 +12,6 @@ would make every worker's database waits block the whole worker.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -198,13 +197,17 @@ def probe(environ: Mapping[str, str] | None = None) -> int:
     """Open the store (creating its schema) and the queue, as a worker will; one line on stderr when either
     cannot be used now. Run by gunicorn's master in a process of its own once it listens.
     """
+    from .logs import say
+
+    fmt = "text"
     try:
         settings = check(environ, store=False)
+        fmt = settings.log_format
         _check_store(settings, environ)
         _check_queue(settings, environ)
     except StartupError as err:
         for line in err.lines:
-            print(f"gateway: not ready: {line}", file=sys.stderr, flush=True)
+            say(f"gateway: not ready: {line}", fmt)
         return err.status
     return 0
 

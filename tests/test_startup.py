@@ -317,3 +317,34 @@ def test_gateway_help_lists_the_gateway_s_commands_not_flask_s():
     names = {line.split()[0] for line in commands.splitlines() if line.strip()}
     assert names == {"check-config", "migrate", "purge", "run", "serve", "worker"}
     assert "--env-file" not in ran.stdout and "--app" not in ran.stdout
+
+
+@pytest.mark.slow
+def test_log_format_json_makes_every_stderr_line_one_json_object(tmp_path):
+    import json
+
+    server = Gunicorn(
+        {
+            "GATEWAY_LOG_FORMAT": "json",
+            "GATEWAY_STORE_URL": "postgresql://u:secret@127.0.0.1:1/x",  # not ready: the probe's line too
+            "TMPDIR": str(tmp_path),
+        },
+        workers=1,
+        threads=4,
+    )
+    requests.post(
+        server.url + "/v1/responses",
+        json={"model": "m", "input": "hi", "store": False},
+        headers={"x-portkey-provider": "mock", "Authorization": "Bearer demo"},
+        timeout=10,
+    )
+    deadline = time.monotonic() + 10
+    while "not ready" not in server.output() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    out = server.stop()
+    lines = [line for line in out.splitlines() if line.strip()]
+    parsed = [json.loads(line) for line in lines]  # raises on any line that is not JSON
+    assert all(isinstance(p, dict) for p in parsed)
+    assert any("Booting worker" in p.get("message", "") for p in parsed)  # gunicorn's own
+    assert any("not ready" in p.get("message", "") for p in parsed)  # the start-up probe's
+    assert any(p.get("path") == "/v1/responses" for p in parsed)  # the access log
