@@ -1,5 +1,5 @@
-"""WSGI entry point: ``gunicorn -c gunicorn.conf.py wsgi:app``."""
+"""WSGI entry point in the clone: ``gunicorn -c gunicorn.conf.py wsgi:app`` (installed: ``gateway.wsgi:app``)."""
 
-from gateway import create_app
+from gateway.wsgi import app
 
-app = create_app()
+__all__ = ["app"]

@@ -98,6 +98,13 @@ def configure() -> dict[str, Any]:
     return dict(out)
 
 
+def reconfigure(server: Any) -> None:
+    """gunicorn's ``on_reload`` where its settings module is not read again (``python:gateway.gunicorn_conf``):
+    the gateway's settings are checked and pinned for the new workers, or refused in one line.
+    """
+    configure()
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """A worker is gone: drop its live gauges (open streams) so they are not summed in forever."""
     from prometheus_client import multiprocess

@@ -348,3 +348,54 @@ def test_log_format_json_makes_every_stderr_line_one_json_object(tmp_path):
     assert any("Booting worker" in p.get("message", "") for p in parsed)  # gunicorn's own
     assert any("not ready" in p.get("message", "") for p in parsed)  # the start-up probe's
     assert any(p.get("path") == "/v1/responses" for p in parsed)  # the access log
+
+
+@pytest.mark.slow
+def test_an_install_without_the_clone_runs_under_gunicorn_and_reloads_keys(tmp_path):
+    # From any directory: the settings module and the app are the package's own.
+    from gateway.auth import key_digest
+
+    def key(name: str) -> str:
+        return f'[keys.{name}]\ndigest = "{key_digest(name)}"\n[keys.{name}.providers.mock]\napi_key = "unused"\n'
+
+    settings = tmp_path / "gw.toml"
+    settings.write_text("allow_provider_keys = false\n" + key("team-a"))
+    env = _env(tmp_path, GATEWAY_CONFIG=str(settings), GATEWAY_WORKERS="1", GATEWAY_BACKGROUND_CONSUMERS="0")
+    port = free_port()
+    log = (tmp_path / "gunicorn.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "python:gateway.gunicorn_conf", "-b", f"127.0.0.1:{port}"]
+        + ["gateway.wsgi:app"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def status(api_key: str) -> int:
+        headers = {"Authorization": f"Bearer {api_key}", "x-portkey-provider": "mock"}
+        body = {"model": "m", "input": "hi", "store": False}
+        return requests.post(url + "/v1/responses", json=body, headers=headers, timeout=10).status_code
+
+    def until(check, what: str) -> None:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if check():
+                    return
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, what + ": " + (tmp_path / "gunicorn.log").read_text()[-2000:]
+            time.sleep(0.2)
+
+    try:
+        until(lambda: status("team-a") == 200, "did not serve")
+        assert status("team-b") == 401
+        settings.write_text("allow_provider_keys = false\n" + key("team-a") + key("team-b"))
+        proc.send_signal(signal.SIGHUP)
+        until(lambda: status("team-b") == 200, "the reload did not add the key")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
