@@ -35,7 +35,7 @@ class Turn:
     keeper: Any = None  # keeps the final record in place of the store (see Call)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)
 class Call:
     """What a door hands the pipeline: who calls, what they sent, and what only that door has.
 
@@ -60,7 +60,7 @@ class Call:
 
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)
 class Context:
     """What the stages and the extensions of one create share: the components, the caller, the request."""
 
@@ -70,7 +70,7 @@ class Context:
     trace: Trace
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)
 class Outgoing:
     """What an adapter (native pass-through, or emulation over Chat Completions) sends one target for a turn.
 

@@ -34,8 +34,11 @@ class Services:
     observer: Observer
     sealer: Sealer  # seals and opens the gateway's compaction items
     background: Background  # the task queue of background runs, and the streams that follow them
-    # The pipeline's extensions, in the order it calls them (see extensions/__init__.py).
+    # The pipeline's extensions, in the order it calls them (see extensions/__init__.py), and their hooks,
+    # found once here rather than looked up on every request.
     extensions: tuple = ()
+    befores: tuple = ()
+    plans: tuple = ()
 
 
 def init_app(app: Flask, settings: Settings) -> Services:
@@ -48,6 +51,7 @@ def init_app(app: Flask, settings: Settings) -> Services:
     # Tenant digests must agree across workers and hosts and survive restarts: one salt, kept in the store.
     salt = settings.key_salt or (lambda: store.secret("key_salt"))
     catalogue = Catalogue(settings.providers)
+    extensions = (BackgroundSubmission(), AutoCompaction(), WarmUp())
     svc = Services(
         settings=settings,
         catalogue=catalogue,
@@ -72,7 +76,9 @@ def init_app(app: Flask, settings: Settings) -> Services:
         # One key for every worker and host sharing the store, kept with the data it protects.
         sealer=Sealer(lambda: store.secret("compaction_key")),
         background=Background(settings, store),
-        extensions=(BackgroundSubmission(), AutoCompaction(), WarmUp()),
+        extensions=extensions,
+        befores=tuple(e.before for e in extensions if hasattr(e, "before")),
+        plans=tuple(e.plan for e in extensions if hasattr(e, "plan")),
     )
     app.extensions[EXTENSION] = svc
     return svc

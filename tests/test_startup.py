@@ -363,9 +363,9 @@ def test_an_install_without_the_clone_runs_under_gunicorn_and_reloads_keys(tmp_p
     env = _env(tmp_path, GATEWAY_CONFIG=str(settings), GATEWAY_WORKERS="1", GATEWAY_BACKGROUND_CONSUMERS="0")
     port = free_port()
     log = (tmp_path / "gunicorn.log").open("wb")
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:gateway.gunicorn_conf", "-b", f"127.0.0.1:{port}"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "python:gateway.gunicorn_conf", "-b", f"127.0.0.1:{port}"]
-        + ["gateway.wsgi:app"],
+        [*command, "gateway.wsgi:app"],
         cwd=tmp_path,
         env=env,
         stdout=log,

@@ -51,8 +51,8 @@ def create(svc: Services, call: Call) -> tuple[Reply, Target]:
     targets = svc.router.targets(call.headers, call.caller)
     trace = call.trace or Trace(trace_id="", method="POST", path="/v1/responses")
     ctx = Context(svc, call.caller, call.headers, trace)
-    for extension in svc.extensions:
-        if hasattr(extension, "before") and (early := extension.before(ctx, turn, targets)) is not None:
+    for before in svc.befores:
+        if (early := before(ctx, turn, targets)) is not None:
             return early, targets[0]
     return attempt(svc, targets, lambda target: _create_on(ctx, turn, target), trace)
 
@@ -61,7 +61,7 @@ def _create_on(ctx: Context, turn: Turn, target: Target) -> Reply:
     """One try of the create on one target: plan it, let the extensions change the plan or answer, send."""
     plan = make_plan(ctx.svc, ctx.caller, turn, target)
     finish = finisher(ctx.svc, ctx.caller, turn, plan, ctx.trace)
-    for extension in ctx.svc.extensions:
-        if hasattr(extension, "plan") and (early := extension.plan(ctx, turn, plan, finish)) is not None:
+    for plan_hook in ctx.svc.plans:
+        if (early := plan_hook(ctx, turn, plan, finish)) is not None:
             return early
     return send(ctx.svc, ctx.caller, ctx.headers, turn, plan, finish)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 _APPENDED = frozenset({"completed", "incomplete"})
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)
 class Finished:
     """What a sink is handed with a final response: whose it is, who made it, and what it answered."""
 
@@ -36,34 +36,29 @@ class Finished:
     before: list[dict] | None  # the conversation before this turn (None: only the store knows it)
 
 
-class StoreSink:
-    """The gateway's store: the response and its items, or (``store: false``) only its conversation's turn."""
-
-    def __init__(self, store: Any):
-        self._store = store
-
-    def take(self, response: dict, done: Finished) -> None:
-        if not done.keep:
-            if done.conversation is not None:
-                self._store.conversations.append_turn(
-                    done.tenant, done.conversation, response["id"], done.input_items, _output_items(response)
-                )
-            return
-        self._store.record(
-            tenant=done.tenant,
-            provider=done.provider,
-            mode=done.mode,
-            response=response,
-            input_items=done.input_items,
-            conversation=done.conversation,
-        )
+def store_take(store: Any, response: dict, done: Finished) -> None:
+    """The store as the sink: the response and its items, or (``store: false``) only its conversation's turn."""
+    if not done.keep:
+        if done.conversation is not None:
+            store.conversations.append_turn(
+                done.tenant, done.conversation, response["id"], done.input_items, _output_items(response)
+            )
+        return
+    store.record(
+        tenant=done.tenant,
+        provider=done.provider,
+        mode=done.mode,
+        response=response,
+        input_items=done.input_items,
+        conversation=done.conversation,
+    )
 
 
 def finisher(svc: Services, caller: Caller, turn: Turn, plan: Plan, trace: Trace) -> Callable[[dict], None]:
     """The function the adapter calls with the final response, before the answer leaves."""
     conv = turn.conversation
     # A keeper (a background run) keeps the record itself, with its last events; otherwise the store does.
-    kept_by = turn.keeper if turn.keeper is not None else StoreSink(svc.store)
+    keeper, store = turn.keeper, svc.store
 
     def finish(response: dict) -> None:
         trace.usage_from(response)
@@ -85,7 +80,10 @@ def finisher(svc: Services, caller: Caller, turn: Turn, plan: Plan, trace: Trace
             if plan.switched:
                 response["previous_response_id"] = turn.prev_id
             try:
-                kept_by.take(response, done)
+                if keeper is not None:
+                    keeper.take(response, done)
+                else:
+                    store_take(store, response, done)
             except StoreUnavailable:
                 # Nothing unrecorded is acknowledged.
                 trace.error = StoreUnavailable.code

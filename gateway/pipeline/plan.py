@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..services import Services
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Plan:
     """What one target is sent for a turn, and what its record will say. Extensions' ``plan`` may change it."""
 
