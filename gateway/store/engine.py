@@ -24,7 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import StaticPool
 
 from ..errors import StoreUnavailable
-from .postgres import connect_listener, deadline, remaining
+from .postgres import connect_listener, deadline, remaining, reset_deadline, set_deadline
 from .tables import OBSOLETE_INDEXES, SCHEMA_VERSION, meta, metadata
 
 log = logging.getLogger("gateway")
@@ -167,6 +167,9 @@ class Database:
         self.write_timeout = write_timeout
         self.engine = make_engine(url, timeout=write_timeout)
         self._observe = observe
+        # Only PostgreSQL's waits read the call's deadline (postgres.py); SQLite's are bounded by its busy
+        # timeout and the retry loop, so its calls skip the deadline's bookkeeping.
+        self.deadlines = self.engine.dialect.name == "postgresql"
         self._breaker = _Breaker()
         self._prepared = False
         self._unready_logged = False
@@ -190,7 +193,7 @@ class Database:
         started = time.perf_counter()
         now = time.monotonic()
         bound = now + max(retry_for, self.write_timeout)
-        if (outer := remaining()) is not None:  # a caller's earlier bound (a group commit's) holds
+        if self.deadlines and (outer := remaining()) is not None:  # a caller's earlier bound (group commit's)
             bound = min(bound, now + outer)
         retry_until = min(now + retry_for, bound)
         if self._breaker.refuses():
@@ -206,7 +209,13 @@ class Database:
         wait = 0.02
         while True:
             try:
-                with deadline(bound - time.monotonic()):
+                if self.deadlines:
+                    token = set_deadline(bound)
+                    try:
+                        result = fn()
+                    finally:
+                        reset_deadline(token)
+                else:
                     result = fn()
             except _UNAVAILABLE as exc:
                 if isinstance(exc, IntegrityError):

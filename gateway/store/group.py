@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import StoreUnavailable
-from .postgres import deadline
+from .postgres import reset_deadline, set_deadline
 
 
 class _Record:
@@ -86,24 +86,27 @@ class GroupCommit:
 
     def _write(self, batch: list[_Record]) -> None:
         settled = False
+        store = self._store
         # A record's bound counts from its request's arrival, its wait behind the batch before included: on
         # a frozen database, records queued behind a batch would otherwise wait its bound and then their own.
-        at = min(record.started for record in batch) + self._store.write_timeout
+        # (Only PostgreSQL's waits read it.)
+        token = set_deadline(min(r.started for r in batch) + store.write_timeout) if store.deadlines else None
         try:
-            with deadline(at - time.monotonic()):
-                if len(batch) == 1:
-                    self._settle(batch[0])
-                else:
-                    try:
-                        self._store.write("record", lambda: self._insert(batch))
-                    except IntegrityError:
-                        for record in batch:
-                            self._settle(record)
-                    except Exception as exc:  # every record's failure, as it would have been alone
-                        for record in batch:
-                            record.error = exc
+            if len(batch) == 1:
+                self._settle(batch[0])
+            else:
+                try:
+                    store.write("record", lambda: self._insert(batch))
+                except IntegrityError:
+                    for record in batch:
+                        self._settle(record)
+                except Exception as exc:  # every record's failure, as it would have been alone
+                    for record in batch:
+                        record.error = exc
             settled = True
         finally:
+            if token is not None:
+                reset_deadline(token)
             for record in batch:
                 if not settled and record.error is None:
                     # The writer was stopped (its greenlet killed) before the outcome was known.

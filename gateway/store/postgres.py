@@ -39,6 +39,18 @@ def deadline(seconds: float) -> Iterator[None]:
         _deadline.reset(token)
 
 
+def set_deadline(at: float) -> contextvars.Token:
+    """``deadline()`` without a context manager's cost, for the store's hot path: ``at`` (time.monotonic())
+    or an earlier bound already set; give the token to ``reset_deadline`` after the call.
+    """
+    outer = _deadline.get()
+    return _deadline.set(at if outer is None or at < outer else outer)
+
+
+def reset_deadline(token: contextvars.Token) -> None:
+    _deadline.reset(token)
+
+
 def remaining() -> float | None:
     """Seconds left before the current deadline (never below 0), or None outside any ``deadline()``."""
     at = _deadline.get()
