@@ -29,22 +29,23 @@ def _nginx(gateway, tmp_path):
     site = site.replace("server 127.0.0.1:8787;", f"server 127.0.0.1:{gateway.port};")
     site = site.replace("listen 8080;", f"listen 127.0.0.1:{port};")
     (tmp_path / "site.conf").write_text(site)
-    (tmp_path / "nginx.conf").write_text(
-        f"""daemon off;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/error.log;
-events {{ worker_connections 2048; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp_path}/body;
-    proxy_temp_path {tmp_path}/proxy;
-    fastcgi_temp_path {tmp_path}/fastcgi;
-    uwsgi_temp_path {tmp_path}/uwsgi;
-    scgi_temp_path {tmp_path}/scgi;
-    include {tmp_path}/site.conf;
-}}
-"""
-    )
+    # deploy/nginx-main.conf as it is, but for the paths a test can write to (and no user to switch to).
+    main = (ROOT / "deploy" / "nginx-main.conf").read_text()
+    for line, replacement in {
+        "user www-data;": "daemon off;",
+        "pid /run/nginx.pid;": f"pid {tmp_path}/nginx.pid;",
+        "error_log /var/log/nginx/error.log warn;": f"error_log {tmp_path}/error.log warn;",
+        "access_log /var/log/nginx/ai-gateway.log gateway;": f"access_log {tmp_path}/access.log gateway;",
+        "client_body_temp_path /var/lib/nginx/body;": f"client_body_temp_path {tmp_path}/body;",
+        "proxy_temp_path /var/lib/nginx/proxy;": (
+            f"proxy_temp_path {tmp_path}/proxy; fastcgi_temp_path {tmp_path}/fastcgi; "
+            f"uwsgi_temp_path {tmp_path}/uwsgi; scgi_temp_path {tmp_path}/scgi;"
+        ),
+        "include /etc/nginx/conf.d/ai-gateway.conf;": f"include {tmp_path}/site.conf;",
+    }.items():
+        assert line in main, line
+        main = main.replace(line, replacement)
+    (tmp_path / "nginx.conf").write_text(main)
     proc = subprocess.Popen([binary, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)])
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 10
@@ -155,3 +156,10 @@ def test_nginx_refusals_are_in_the_error_shape(nginx):
     resp = requests.post(nginx + "/v1/responses", data=big, headers={"Content-Type": "application/json"}, timeout=30)
     assert resp.status_code == 413
     assert resp.json()["error"]["code"] == "request_too_large"
+
+
+def test_metrics_are_not_served_through_nginx(nginx, gateway):
+    # Scraped per instance at gunicorn's own address; through the balancer each scrape would be another's.
+    resp = requests.get(nginx + "/metrics", timeout=10)
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found"
+    assert requests.get(gateway.url + "/metrics", timeout=10).status_code == 200
