@@ -109,6 +109,8 @@ def _checked(kwargs: dict[str, Any]) -> list[SettingsError]:
                 key="log_level",
             )
         )
+    if kwargs.get("hosted_tools", "omit") not in ("omit", "refuse"):
+        errors.append(SettingsError(f"must be omit or refuse, not {kwargs['hosted_tools']!r}", key="hosted_tools"))
     if kwargs.get("log_format", "text") not in LOG_FORMATS:
         errors.append(SettingsError(f"must be text or json, not {kwargs['log_format']!r}", key="log_format"))
     bind = kwargs.get("bind", "127.0.0.1:8787")
@@ -198,6 +200,12 @@ class Settings:
     )
     background_event_retention: str = _setting(
         "7d", "how long the events of a finished background response are kept for replay (`gateway purge`)"
+    )
+    hosted_tools: str = _setting(
+        "omit",
+        "tools a provider without a Responses API cannot run (web_search, file_search, code_interpreter…): "
+        "`omit` leaves them out of its request, named in the `x-gateway-omitted-tools` header; `refuse` is a "
+        "400 (per provider: `providers.NAME.hosted_tools`)",
     )
     gateway_key_prefix: str = _setting(
         "",

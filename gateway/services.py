@@ -50,7 +50,7 @@ def init_app(app: Flask, settings: Settings) -> Services:
     store = Store(settings.store_url, write_timeout=settings.store_write_timeout, observe=observer.store_op)
     # Tenant digests must agree across workers and hosts and survive restarts: one salt, kept in the store.
     salt = settings.key_salt or (lambda: store.secret("key_salt"))
-    catalogue = Catalogue(settings.providers)
+    catalogue = Catalogue(settings.providers, hosted_tools=settings.hosted_tools)
     extensions = (BackgroundSubmission(), AutoCompaction(), WarmUp())
     svc = Services(
         settings=settings,

@@ -7,6 +7,7 @@ import pytest
 from gateway import create_app
 from gateway.auth import key_digest
 from gateway.config import Settings, SettingsError
+from tests.conftest import close_app
 
 H = {"Authorization": "Bearer sk-x", "x-portkey-provider": "openai"}
 
@@ -76,13 +77,26 @@ def test_unknown_provider_lists_the_known_ones(client):
         assert name in resp.json["error"]["message"]
 
 
-def test_hosted_tool_on_an_emulated_provider_is_refused_naming_the_param(client, fake):
+def test_hosted_tool_on_an_emulated_provider_is_left_out_and_said_by_default(client, fake):
+    # issue 23: `hosted_tools = "omit"` is the default (a model cannot call what it is not shown).
     body = {"model": "m", "input": "hi", "tools": [{"type": "web_search"}]}
     resp = client.post("/v1/responses", json=body, headers={**H, "x-portkey-provider": "fakechat"})
-    assert resp.status_code == 400
-    assert resp.json["error"]["param"] == "tools[0]"
-    assert resp.json["error"]["code"] == "unsupported_parameter"
-    assert fake.requests == []
+    assert resp.status_code == 200 and resp.headers["x-gateway-omitted-tools"] == "web_search"
+    assert "tools" not in fake.requests[-1]["body"]
+
+
+def test_hosted_tool_on_an_emulated_provider_is_refused_naming_the_param_when_the_provider_says_so(settings, fake):
+    chat = {**settings["providers"]["fakechat"], "hosted_tools": "refuse"}
+    app = create_app({**settings, "providers": {**settings["providers"], "fakechat": chat}})
+    try:
+        body = {"model": "m", "input": "hi", "tools": [{"type": "web_search"}]}
+        resp = app.test_client().post("/v1/responses", json=body, headers={**H, "x-portkey-provider": "fakechat"})
+        assert resp.status_code == 400
+        assert resp.json["error"]["param"] == "tools[0]"
+        assert resp.json["error"]["code"] == "unsupported_parameter"
+        assert fake.requests == []
+    finally:
+        close_app(app)
 
 
 @pytest.mark.parametrize(

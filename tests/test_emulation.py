@@ -255,15 +255,16 @@ def test_three_turn_chain_across_two_providers(gateway, fake, make_sdk):
 
 
 def test_unsupported_features_are_400_naming_the_param(sdk):
+    # Hosted tools, and a tool_choice naming one, are left out by default (hosted_tools = "omit", issue 23).
     cases = [
-        ({"tools": [{"type": "web_search"}]}, "tools[0]"),
-        ({"tool_choice": {"type": "file_search"}}, "tool_choice"),
         ({"input": [{"type": "computer_call_output", "call_id": "c", "output": {}}]}, "input[0]"),
     ]
     for extra, param in cases:
         with pytest.raises(openai.BadRequestError) as info:
             sdk.responses.create(**{"model": "small", "input": "x", **extra})
         assert info.value.param == param, extra
+    for extra in ({"tools": [{"type": "web_search"}]}, {"tool_choice": {"type": "file_search"}}):
+        assert sdk.responses.create(**{"model": "small", "input": "x", **extra}).status == "completed"
 
 
 def test_cut_chat_stream_ends_with_response_failed_and_is_recorded(gateway):

@@ -131,6 +131,13 @@ def test_output_items_of_earlier_turns_become_assistant_turns():
     ],
 )
 def test_what_chat_cannot_express_is_a_400(body, param):
+    # Hosted tools are 400 under hosted_tools = "refuse" (the default leaves them out: tests/test_tool_types.py).
     with pytest.raises(InvalidRequest) as info:
-        chat(body)
+        to_chat(
+            {"model": "m", **body},
+            [],
+            input_items_of(body.get("input")),
+            max_tokens_param="max_tokens",
+            hosted_tools="refuse",
+        )
     assert info.value.param == param

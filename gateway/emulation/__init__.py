@@ -47,7 +47,15 @@ def create(upstream: Upstream, out: Outgoing, finish: Callable[[dict], None]) ->
     previous_response_id, response_id, on_final = out.previous_response_id, out.response_id, finish
     provider = target.provider
     stream = bool(body.get("stream"))
-    chat = translate.to_chat(body, history, new_items, max_tokens_param=provider.max_tokens_param)
+    omitted: list[str] = []
+    chat = translate.to_chat(
+        body,
+        history,
+        new_items,
+        max_tokens_param=provider.max_tokens_param,
+        hosted_tools=provider.hosted_tools or "omit",
+        omitted=omitted,
+    )
     response_id = response_id or build.new_id("resp")
     resp = chat_completions(upstream, target, chat, stream=stream)
     if stream and resp.status < 300:
@@ -61,13 +69,23 @@ def create(upstream: Upstream, out: Outgoing, finish: Callable[[dict], None]) ->
         skeleton = build.skeleton(body, response_id, int(time.time()), previous_response_id)
         translator = StreamTranslator(skeleton)
         stream = _events(resp, events, translator, on_final)
-        return Reply(200, passed_headers(resp), stream=stream, abort=resp.abort, primed=True)
+        return _said(Reply(200, passed_headers(resp), stream=stream, abort=resp.abort, primed=True), omitted)
     reply = json_reply(resp)
     if reply.data is None:  # a provider error, already in the OpenAI shape
         return reply
     final = build.from_chat(body, reply.data, response_id, previous_response_id)
     on_final(final)
-    return Reply(200, reply.headers, orjson.dumps(final), data=final)
+    return _said(Reply(200, reply.headers, orjson.dumps(final), data=final), omitted)
+
+
+OMITTED_HEADER = "x-gateway-omitted-tools"
+
+
+def _said(reply: Reply, omitted: list[str]) -> Reply:
+    """The tool types left out of the provider's request, named in the reply (and so in the access log)."""
+    if omitted:
+        reply.headers[OMITTED_HEADER] = ",".join(dict.fromkeys(omitted))
+    return reply
 
 
 def _events(

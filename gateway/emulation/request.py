@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from ..errors import InvalidRequest
+
+# Tool types other than function and namespace (functions grouped under a name, translated here) are run
+# by the platform (web_search, file_search, code_interpreter, image_generation, computer, hosted shell,
+# mcp…) or not known yet: the provider's ``hosted_tools`` policy says whether they are left out or refused.
+# Chat Completions function names are at most 64 characters.
+_NAME_MAX = 64
 
 # Fields of the Responses request this module translates (or deliberately keeps in the gateway).
 # Everything else is an extra the caller meant for the provider (top_k, repetition_penalty…): forwarded.
@@ -38,6 +46,8 @@ _HANDLED = frozenset(
         "prompt",
         "service_tier",
         "prompt_cache_key",
+        # Codex's per-request metadata about itself: for the platform, never a Chat Completions field.
+        "client_metadata",
     }
 )
 _UNSUPPORTED = {
@@ -49,11 +59,21 @@ def _unsupported(param: str, message: str) -> InvalidRequest:
     return InvalidRequest(message, param=param, code="unsupported_parameter")
 
 
-def to_chat(body: dict, history: list[dict], new_items: list[dict], *, max_tokens_param: str) -> dict:
+def to_chat(
+    body: dict,
+    history: list[dict],
+    new_items: list[dict],
+    *,
+    max_tokens_param: str,
+    hosted_tools: str = "omit",
+    omitted: list[str] | None = None,
+) -> dict:
     """The Chat Completions body for a Responses ``body`` whose earlier turns are ``history``.
 
     ``new_items`` is this turn's input as items. ``instructions`` apply to this turn only, as in the API.
-    Raises InvalidRequest naming the parameter for a feature Chat Completions cannot express.
+    Raises InvalidRequest naming the parameter for a feature Chat Completions cannot express. Tools the
+    platform would run itself are left out (their types appended to ``omitted``) or, with
+    ``hosted_tools = "refuse"``, refused.
     """
     for field, message in _UNSUPPORTED.items():
         if body.get(field):
@@ -63,18 +83,20 @@ def to_chat(body: dict, history: list[dict], new_items: list[dict], *, max_token
     if body.get("instructions"):
         messages.append({"role": "system", "content": body["instructions"]})
     _append_items(messages, history, "input")
-    _append_items(messages, new_items, "input", offset_param=True)
+    _append_items(messages, _not_in(new_items, history), "input", offset_param=True)
     _check_tool_outputs(messages)
 
     chat: dict[str, Any] = {k: v for k, v in body.items() if k not in _HANDLED}
     chat["model"] = body["model"]
     chat["messages"] = messages
     if body.get("tools"):
-        chat["tools"] = [_tool(i, tool) for i, tool in enumerate(body["tools"])]
-        if body.get("parallel_tool_calls") is not None:
-            chat["parallel_tool_calls"] = body["parallel_tool_calls"]
+        tools = _chat_tools(body["tools"], hosted_tools, omitted if omitted is not None else [])
+        if tools:
+            chat["tools"] = tools
+            if body.get("parallel_tool_calls") is not None:
+                chat["parallel_tool_calls"] = body["parallel_tool_calls"]
     if body.get("tool_choice") is not None:
-        chat["tool_choice"] = _tool_choice(body["tool_choice"])
+        chat["tool_choice"] = _tool_choice(body["tool_choice"], hosted_tools)
     if body.get("max_output_tokens") is not None:
         chat[max_tokens_param] = body["max_output_tokens"]
     for name in ("temperature", "top_p", "service_tier", "prompt_cache_key"):
@@ -105,12 +127,15 @@ def _append_items(messages: list[dict], items: list[dict], param: str, offset_pa
         kind = item.get("type", "message")
         if kind == "message":
             messages.append(_message(item, where))
-        elif kind == "function_call":
-            call = {
-                "id": item.get("call_id"),
-                "type": "function",
-                "function": {"name": item.get("name"), "arguments": item.get("arguments") or ""},
-            }
+        elif kind in ("function_call", "custom_tool_call"):
+            name = item.get("name")
+            if isinstance(item.get("namespace"), str) and isinstance(name, str):
+                name = chat_name(item["namespace"], name)
+            if kind == "custom_tool_call":
+                arguments = json.dumps({"input": item.get("input") if isinstance(item.get("input"), str) else ""})
+            else:
+                arguments = item.get("arguments") or ""
+            call = {"id": item.get("call_id"), "type": "function", "function": {"name": name, "arguments": arguments}}
             if not isinstance(call["id"], str) or not isinstance(call["function"]["name"], str):
                 raise InvalidRequest("A function_call item needs call_id and name.", param=where)
             last = messages[-1] if messages else None
@@ -119,7 +144,7 @@ def _append_items(messages: list[dict], items: list[dict], param: str, offset_pa
                 last.setdefault("tool_calls", []).append(call)
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             if not isinstance(item.get("call_id"), str):
                 raise InvalidRequest("A function_call_output item needs a call_id.", param=f"{where}.call_id")
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": _tool_output(item, where)})
@@ -131,6 +156,26 @@ def _append_items(messages: list[dict], items: list[dict], param: str, offset_pa
             raise InvalidRequest(f"Item with id '{item.get('id')}' not found.", param=where, code="item_not_found")
         else:
             raise _unsupported(where, f"Input items of type '{kind}' are not available for this provider.")
+
+
+_CALL_ITEMS = frozenset({"function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output"})
+
+
+def _not_in(items: list[dict], history: list[dict]) -> list[dict]:
+    """This turn's items without those the history already holds: clients that keep their own list (LlamaIndex,
+    strands) send the previous turn's calls and outputs again beside previous_response_id. Matched by item
+    id, and calls and outputs by call_id; a message without an id is the caller's to repeat.
+    """
+    if not history or not items:
+        return items
+    ids = {i["id"] for i in history if isinstance(i.get("id"), str)}
+    calls = {(i.get("type"), i.get("call_id")) for i in history if i.get("type") in _CALL_ITEMS}
+    return [
+        i
+        for i in items
+        if not (isinstance(i.get("id"), str) and i["id"] in ids)
+        and not (i.get("type") in _CALL_ITEMS and (i.get("type"), i.get("call_id")) in calls)
+    ]
 
 
 def _followed_by_tool(messages: list[dict]) -> bool:
@@ -214,15 +259,69 @@ def _check_tool_outputs(messages: list[dict]) -> None:
                 raise InvalidRequest(f"No tool output found for function call {call['id']}.", param="input")
 
 
-def _tool(index: int, tool: dict) -> dict:
-    kind = tool.get("type")
-    if kind != "function":
-        raise _unsupported(
-            f"tools[{index}]", f"Tool type '{kind}' is not available for this provider; only function tools are."
-        )
+def chat_name(namespace: str | None, name: str) -> str:
+    """The Chat Completions name of a tool: ``{namespace}__{name}`` for a namespaced one, cut to 64 characters
+    with 8 hex digits of the whole name's SHA-256 when longer (the same for the same names, every request).
+    """
+    full = f"{namespace}__{name}" if namespace else name
+    if len(full) <= _NAME_MAX:
+        return full
+    return full[: _NAME_MAX - 9] + "_" + hashlib.sha256(full.encode()).hexdigest()[:8]
+
+
+def tool_names(tools: Any) -> dict[str, tuple[str | None, str, str]]:
+    """Chat Completions names of the tools that are not plain functions -> (namespace, name, type), to make
+    their calls the client's items: a namespaced function's, or a custom tool's.
+    """
+    out: dict[str, tuple[str | None, str, str]] = {}
+    for tool in tools or []:
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            continue
+        if tool.get("type") == "custom":
+            out[chat_name(None, tool["name"])] = (None, tool["name"], "custom")
+        elif tool.get("type") == "namespace":
+            for inner in tool.get("tools") or []:
+                if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+                    kind = "custom" if inner.get("type") == "custom" else "function"
+                    out[chat_name(tool["name"], inner["name"])] = (tool["name"], inner["name"], kind)
+    return out
+
+
+def _chat_tools(tools: list, hosted_tools: str, omitted: list[str]) -> list[dict]:
+    out = []
+    for index, tool in enumerate(tools):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind in ("function", "custom"):
+            out.append(_tool(f"tools[{index}]", tool))
+        elif kind == "namespace":
+            if not isinstance(tool.get("name"), str) or not tool["name"]:
+                raise InvalidRequest("A namespace tool needs a name.", param=f"tools[{index}].name")
+            for inner_index, inner in enumerate(tool.get("tools") or []):
+                where = f"tools[{index}].tools[{inner_index}]"
+                if not isinstance(inner, dict) or inner.get("type") not in ("function", "custom"):
+                    inner_kind = inner.get("type") if isinstance(inner, dict) else None
+                    message = f"Tool type '{inner_kind}' in a namespace is not available for this provider."
+                    raise _unsupported(where, message)
+                out.append(_tool(where, inner, namespace=tool["name"]))
+        elif hosted_tools == "refuse":
+            raise _unsupported(
+                f"tools[{index}]",
+                f"Tool type '{kind}' is run by the platform and this provider cannot run it; the gateway's "
+                "hosted_tools setting for it is 'refuse'.",
+            )
+        else:
+            # A model cannot call a tool it is not shown: leaving it out is safe, and said in the reply.
+            omitted.append(str(kind))
+    return out
+
+
+def _tool(where: str, tool: dict, namespace: str | None = None) -> dict:
     if not isinstance(tool.get("name"), str):
-        raise InvalidRequest("A function tool needs a name.", param=f"tools[{index}].name")
-    function: dict[str, Any] = {"name": tool["name"], "parameters": tool.get("parameters") or {"type": "object"}}
+        raise InvalidRequest("A function tool needs a name.", param=f"{where}.name")
+    name = chat_name(namespace, tool["name"])
+    if tool.get("type") == "custom":
+        return {"type": "function", "function": _custom_function(name, tool)}
+    function: dict[str, Any] = {"name": name, "parameters": tool.get("parameters") or {"type": "object"}}
     if tool.get("description"):
         function["description"] = tool["description"]
     if tool.get("strict") is not None:
@@ -230,11 +329,51 @@ def _tool(index: int, tool: dict) -> dict:
     return {"type": "function", "function": function}
 
 
-def _tool_choice(choice: Any) -> Any:
+def _custom_function(name: str, tool: dict) -> dict:
+    """A custom tool (its input free text, perhaps held to a grammar) as a function of one string, ``input``.
+
+    Chat Completions cannot hold a model to a grammar: the grammar is given to the model to follow.
+    """
+    described = tool.get("description") or ""
+    fmt = tool.get("format") if isinstance(tool.get("format"), dict) else {}
+    if fmt.get("type") == "grammar" and isinstance(fmt.get("definition"), str):
+        syntax = fmt.get("syntax") or "grammar"
+        described += f"\n\nThe input must follow this {syntax} grammar:\n{fmt['definition']}"
+    parameters = {
+        "type": "object",
+        "properties": {"input": {"type": "string", "description": "The tool's whole input, as free text."}},
+        "required": ["input"],
+        "additionalProperties": False,
+    }
+    function = {"name": name, "parameters": parameters}
+    if described.strip():
+        function["description"] = described.strip()
+    return function
+
+
+def custom_input(arguments: str) -> str:
+    """A custom tool's input from the arguments a chat model gave its function (``{"input": ...}``)."""
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return arguments  # a model that wrote the text itself rather than the object
+    if isinstance(value, dict) and isinstance(value.get("input"), str):
+        return value["input"]
+    return arguments
+
+
+def _tool_choice(choice: Any, hosted_tools: str = "omit") -> Any:
     if choice in ("none", "auto", "required"):
         return choice
     if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("name"), str):
-        return {"type": "function", "function": {"name": choice["name"]}}
+        namespace = choice.get("namespace") if isinstance(choice.get("namespace"), str) else None
+        return {"type": "function", "function": {"name": chat_name(namespace, choice["name"])}}
+    if isinstance(choice, dict) and choice.get("type") == "custom" and isinstance(choice.get("name"), str):
+        namespace = choice.get("namespace") if isinstance(choice.get("namespace"), str) else None
+        return {"type": "function", "function": {"name": chat_name(namespace, choice["name"])}}
+    hosted = isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools", "custom", "mcp")
+    if hosted and hosted_tools == "omit":
+        return "auto"  # a tool left out cannot be chosen: the model chooses among the others
     raise _unsupported("tool_choice", "Only 'none', 'auto', 'required' or a function are available for this provider.")
 
 

@@ -6,6 +6,8 @@ import time
 import uuid
 from typing import Any
 
+from .request import custom_input, tool_names
+
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
@@ -80,6 +82,8 @@ def _echo_text(text: dict) -> dict:
 
 
 def _echo_tool(tool: dict) -> dict:
+    if tool.get("type") != "function":
+        return tool  # as the client sent it (namespaces, and tools the provider was not shown)
     return {
         "type": "function",
         "name": tool.get("name"),
@@ -136,8 +140,11 @@ def message_item(item_id: str, text: str | None, refusal: str | None, status: st
     return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
 
 
-def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> dict:
-    return {
+def function_call_item(
+    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed", names: dict | None = None
+) -> dict:
+    """A function_call item; ``names`` maps a namespaced tool's Chat Completions name to (namespace, name)."""
+    item = {
         "type": "function_call",
         "id": item_id,
         "call_id": call_id,
@@ -145,6 +152,25 @@ def function_call_item(item_id: str, call_id: str, name: str, arguments: str, st
         "arguments": arguments,
         "status": status,
     }
+    if names:
+        name_as_called(item, names)
+    return item
+
+
+def name_as_called(item: dict, names: dict) -> None:
+    """The call as the client's item: its name (and namespace) for a call the provider made by its Chat
+    Completions name, and a custom tool's call as a ``custom_tool_call`` with its ``input``.
+    """
+    found = names.get(item["name"])
+    if found is None:
+        return
+    namespace, item["name"], kind = found
+    if namespace is not None:
+        item["namespace"] = namespace
+    if kind == "custom":
+        item["type"] = "custom_tool_call"
+        item["input"] = custom_input(item.pop("arguments"))
+        item.pop("status", None)  # custom tool calls have none
 
 
 def finish(response: dict, finish_reason: str | None, chat_usage: Any) -> dict:
@@ -176,6 +202,7 @@ def from_chat(body: dict, chat: dict, response_id: str, previous_response_id: st
         text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
     if text or refusal:
         output.append(message_item(new_id("msg"), text if text else None, refusal, item_status))
+    names = tool_names(body.get("tools"))
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
         output.append(
@@ -184,6 +211,7 @@ def from_chat(body: dict, chat: dict, response_id: str, previous_response_id: st
                 call.get("id") or new_id("call"),
                 function.get("name", ""),
                 function.get("arguments") or "",
+                names=names,
             )
         )
     return finish(response, finish_reason, chat.get("usage"))

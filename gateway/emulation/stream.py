@@ -7,6 +7,7 @@ from typing import Any
 
 from .. import sse
 from . import response as build
+from .request import custom_input, tool_names
 
 
 class StreamTranslator:
@@ -21,6 +22,8 @@ class StreamTranslator:
 
     def __init__(self, response: dict):
         self.response = response
+        # Namespaced tools' Chat Completions names -> (namespace, name), from the tools the response echoes.
+        self._names = tool_names(response.get("tools"))
         self.seq = 0
         self.finish_reason: str | None = None
         self.usage: Any = None
@@ -91,6 +94,12 @@ class StreamTranslator:
                     }
                 )
             )
+        elif kind == "custom_tool_call":
+            item.pop("status", None)  # custom tool calls have none
+            item["input"] = custom_input(current["arguments"])
+            base = {"item_id": item["id"], "output_index": index}
+            out.append(self._event({"type": "response.custom_tool_call_input.delta", **base, "delta": item["input"]}))
+            out.append(self._event({"type": "response.custom_tool_call_input.done", **base, "input": item["input"]}))
         elif kind == "function_call":
             out.append(
                 self._event(
@@ -167,14 +176,19 @@ class StreamTranslator:
                 function.get("name") or "",
                 "",
                 status="in_progress",
+                names=self._names,
             )
-            entry, opened = self._open_item("function_call", item)
+            entry, opened = self._open_item(item["type"], item)
+            entry["arguments"] = ""
             self._calls[index] = entry
             out += opened
         elif function.get("name") and not entry["item"]["name"]:
             entry["item"]["name"] = function["name"]
+            build.name_as_called(entry["item"], self._names)
         piece = function.get("arguments") or ""
-        if piece:
+        if piece and entry["kind"] == "custom_tool_call":
+            entry["arguments"] += piece  # the input comes out of the whole object, at the end
+        elif piece:
             item = entry["item"]
             item["arguments"] += piece
             out.append(

@@ -43,6 +43,9 @@ class Provider:
     # Responses endpoint.
     count_tokens: str | None = None
     count_tokens_url: str | None = None
+    # Emulated providers: tools the platform runs itself (web_search, file_search…), left out ("omit") or
+    # refused ("refuse"); None: the gateway's hosted_tools setting.
+    hosted_tools: str | None = None
     # Why the entry cannot be used yet (an unfilled placeholder); None when usable.
     unconfigured: str | None = None
 
@@ -87,6 +90,10 @@ def _build(name: str, entry: dict[str, Any]) -> Provider:
         if not isinstance(value, kind) or (kind is dict and not all(isinstance(v, str) for v in value.values())):
             what = {str: "a string", bool: "true or false", dict: "a table of strings"}[kind]
             raise CatalogueError(f"must be {what}, not {value!r}", key=f"providers.{name}.{key}")
+    if known.get("hosted_tools") not in (None, "omit", "refuse"):
+        raise CatalogueError(
+            f"must be omit or refuse, not {known['hosted_tools']!r}", key=f"providers.{name}.hosted_tools"
+        )
     if known["api"] not in API_KINDS:
         raise CatalogueError(
             f"api must be one of {', '.join(API_KINDS)}, not {known['api']!r}", key=f"providers.{name}.api"
@@ -111,13 +118,17 @@ def _build(name: str, entry: dict[str, Any]) -> Provider:
 class Catalogue:
     """Every known provider by name."""
 
-    def __init__(self, overrides: dict[str, Any] | None = None):
+    def __init__(self, overrides: dict[str, Any] | None = None, *, hosted_tools: str = "omit"):
         raw = tomllib.loads(resources.files(__package__).joinpath("catalogue.toml").read_text("utf-8"))
         for name, entry in (overrides or {}).items():
             if not isinstance(entry, dict):
                 raise CatalogueError("must be a table", key=f"providers.{name}")
             raw[name] = {**raw.get(name, {}), **entry}
-        self._providers = {name: _build(name, entry) for name, entry in raw.items()}
+        built = (_build(name, entry) for name, entry in raw.items())
+        # A provider's own hosted_tools, else the gateway's setting.
+        self._providers = {
+            p.name: p if p.hosted_tools else dataclasses.replace(p, hosted_tools=hosted_tools) for p in built
+        }
 
     def get(self, name: str) -> Provider | None:
         return self._providers.get(name)
