@@ -50,7 +50,8 @@ class Authenticator:
         # A callable salt is read at the first provider-key request (from the store) and kept.
         self._salt = salt.encode() if isinstance(salt, str) else None
         self._salt_source = salt
-        self._prefix = gateway_key_prefix
+        # Compared without case: `GW-x` for a prefix `gw-` is a mistyped gateway key, never a provider's.
+        self._prefix = gateway_key_prefix.lower()
 
     def credentials_by_key(self) -> dict[str, list[str]]:
         """The providers each gateway key has credentials for, by key name (for the start-up checks)."""
@@ -82,7 +83,7 @@ class Authenticator:
                     found = entry
         if found is not None:
             return Caller(tenant="key:" + found.name, gateway_key=found.name, credentials=found.credentials)
-        if self._prefix and key.startswith(self._prefix):
+        if self._prefix and key[: len(self._prefix)].lower() == self._prefix:
             # A mistyped or revoked gateway key must never reach a provider as if it were the provider's.
             raise AuthenticationError("Incorrect API key provided: no gateway key matches it.")
         if not self._allow_provider_keys:

@@ -137,7 +137,8 @@ class Observer:
             return ""
         if model in self._models:
             return model
-        if len(model) > _MAX_LABEL or len(self._models) >= self._max_models:
+        if len(model) > _MAX_LABEL or len(self._models) >= self._max_models or not model.isprintable():
+            # (A NUL or other control character would go raw into the exposition a scraper parses.)
             return "other"
         self._models.add(model)
         return model

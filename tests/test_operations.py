@@ -27,13 +27,14 @@ def keyed_app(settings):
     close_app(app)
 
 
-def test_a_key_with_the_gateway_prefix_that_matches_none_is_401_and_never_forwarded(keyed_app, fake):
+@pytest.mark.parametrize("mistyped", ["gw-team-a-kee", "GW-team-a-key", "Gw-team-a-key"])
+def test_a_key_with_the_gateway_prefix_that_matches_none_is_401_and_never_forwarded(keyed_app, fake, mistyped):
     client = keyed_app.test_client()
     fake.requests.clear()
     resp = client.post(
         "/v1/responses",
         json={"model": "m", "input": "x"},
-        headers={"Authorization": "Bearer gw-team-a-kee", "x-portkey-provider": "openai"},
+        headers={"Authorization": f"Bearer {mistyped}", "x-portkey-provider": "openai"},
     )
     assert resp.status_code == 401
     assert resp.json["error"]["code"] == "invalid_api_key"
@@ -181,3 +182,16 @@ def test_readyz_says_why_when_the_schema_is_not_current(app, client):
 
 def test_gateway_key_digest_helper_matches_sha256():
     assert key_digest("x") == "sha256:" + hashlib.sha256(b"x").hexdigest()
+
+
+def test_a_model_name_with_control_characters_is_counted_as_other(settings, fake):
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        headers = {"Authorization": f"Bearer {KEY}", "x-portkey-provider": "openai"}
+        resp = client.post("/v1/responses", json={"model": "m\x00\nx", "input": "x", "store": False}, headers=headers)
+        resp.close()
+        text = client.get("/metrics").get_data(as_text=True)
+        assert "\x00" not in text and 'model="other"' in text
+    finally:
+        close_app(app)
