@@ -201,3 +201,38 @@ def test_any_conversation_read(fuzz_app, conversation_id, item_id, query, method
         f"/v1/conversations/{conv}/items/{item}",
     ):
         _check(client.open(path, method=method, query_string=query, headers=H))
+
+
+# ------------------------------------------------------------------------------------------ issue 21, items 6 and 8
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "m\x00", "input": "x"}, "model"),
+        ({"model": "m", "input": "x", "previous_response_id": "resp_\x00"}, "previous_response_id"),
+        ({"model": "m", "input": "x", "conversation": "conv_\x00"}, "conversation"),
+        ({"model": "m", "input": [{"id": "msg_\x00", "role": "user", "content": "x"}]}, "input[0].id"),
+        ({"model": "m", "input": [{"id": "m" * 129, "role": "user", "content": "x"}]}, "input[0].id"),
+        ({"model": "m", "input": [{"role": {"x": 1}, "content": "x"}]}, "input[0].role"),
+        ({"model": "m", "input": [{"type": [1], "content": "x"}]}, "input[0].type"),
+    ],
+)
+def test_what_the_store_could_not_keep_is_400_before_the_provider_is_called(fuzz_app, fake, body, param):
+    app, _ = fuzz_app
+    sent = len(fake.requests)
+    resp = app.test_client().post("/v1/responses", json=body, headers=H)
+    assert resp.status_code == 400, resp.json
+    assert resp.json["error"]["param"] == param
+    assert len(fake.requests) == sent
+
+
+def test_a_conversation_item_with_a_role_that_is_not_a_string_is_400_and_nothing_is_stored(fuzz_app):
+    app, _ = fuzz_app
+    client = app.test_client()
+    conv = client.post("/v1/conversations", json={}, headers=H).json
+    bad = {"items": [{"type": "message", "role": {"x": 1}, "content": "x"}]}
+    resp = client.post(f"/v1/conversations/{conv['id']}/items", json=bad, headers=H)
+    assert resp.status_code == 400 and resp.json["error"]["param"] == "items[0].role"
+    listed = client.get(f"/v1/conversations/{conv['id']}/items", headers=H)
+    assert listed.status_code == 200 and listed.json["data"] == []
+    after = client.get("/v1/responses/resp_x/input_items?after=a%00b", headers=H)
+    assert after.status_code == 400 and after.json["error"]["param"] == "after"

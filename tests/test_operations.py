@@ -189,9 +189,12 @@ def test_a_model_name_with_control_characters_is_counted_as_other(settings, fake
     try:
         client = app.test_client()
         headers = {"Authorization": f"Bearer {KEY}", "x-portkey-provider": "openai"}
-        resp = client.post("/v1/responses", json={"model": "m\x00\nx", "input": "x", "store": False}, headers=headers)
+        # (A NUL is refused before this, by the request's schema: issue 21 item 8.)
+        resp = client.post("/v1/responses", json={"model": "m\x01\nx", "input": "x", "store": False}, headers=headers)
+        assert resp.status_code == 200
         resp.close()
         text = client.get("/metrics").get_data(as_text=True)
-        assert "\x00" not in text and 'model="other"' in text
+        lines = [line for line in text.splitlines() if "\x01" in line or "\x00" in line]
+        assert not lines and 'model="other"' in text, lines
     finally:
         close_app(app)

@@ -8,7 +8,7 @@ from marshmallow import RAISE, Schema, ValidationError, validate, validates
 from marshmallow import fields as mfields
 
 from . import fields as f
-from .responses import InputItemsQuerySchema, _ReadQuery
+from .responses import InputItemsQuerySchema, _ReadQuery, item_problems
 
 MAX_ITEMS = 20
 
@@ -46,6 +46,8 @@ class _Items(Schema):
         for i, item in enumerate(value):
             if not isinstance(item, dict):
                 raise ValidationError({i: ["expected an object (an item)."]})
+            if problems := item_problems(item):
+                raise ValidationError({i: problems})
 
 
 class CreateConversationSchema(_Items):

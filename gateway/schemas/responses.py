@@ -10,6 +10,41 @@ from marshmallow import fields as mfields
 from . import fields as f
 
 _NULLABLE = {"allow_none": True}
+# What the store's columns can hold: ids of at most 128 characters (model names 256), none with a NUL
+# (PostgreSQL's text refuses one). Checked here, before a provider is paid for an answer it could not keep.
+_ID_MAX = 128
+
+
+def _storable(value: str, limit: int = _ID_MAX) -> str | None:
+    """Why ``value`` cannot be kept as an id or a model name, or None."""
+    if "\x00" in value:
+        return "must not contain a NUL character."
+    if len(value) > limit:
+        return f"must be at most {limit} characters."
+    return None
+
+
+def item_problems(item: dict) -> dict | None:
+    """What is wrong with an input or conversation item's own fields, by field; None when nothing is.
+
+    ``type`` and ``role`` are read as strings everywhere later (a stored ``{"role": {"x": 1}}`` broke every
+    page of its conversation); an ``id`` must fit the store.
+    """
+    problems = {}
+    for name in ("type", "role"):
+        if name in item and not isinstance(item[name], str):
+            problems[name] = ["must be a string."]
+    if "id" in item and isinstance(item["id"], str) and (why := _storable(item["id"])):
+        problems["id"] = [why]
+    return problems or None
+
+
+def _storable_field(limit: int = _ID_MAX) -> Any:
+    def check(value: Any) -> None:
+        if isinstance(value, str) and (why := _storable(value, limit)):
+            raise ValidationError(why)
+
+    return check
 
 
 class CreateResponseSchema(Schema):
@@ -22,9 +57,11 @@ class CreateResponseSchema(Schema):
     class Meta:
         unknown = INCLUDE
 
-    model = f.String(required=True, validate=validate.Length(min=1, error="must not be empty."))
+    model = f.String(
+        required=True, validate=[validate.Length(min=1, error="must not be empty."), _storable_field(256)]
+    )
     input = f.Typed(str, list)
-    previous_response_id = f.String(**_NULLABLE, validate=validate.Length(min=1, max=256))
+    previous_response_id = f.String(**_NULLABLE, validate=[validate.Length(min=1), _storable_field()])
     instructions = f.String(**_NULLABLE)
     conversation = f.Typed(str, dict, **_NULLABLE)
     tools = mfields.List(f.Object())
@@ -61,6 +98,14 @@ class CreateResponseSchema(Schema):
             for i, item in enumerate(value):
                 if not isinstance(item, dict):
                     raise ValidationError({i: ["expected an object (an input item)."]})
+                if problems := item_problems(item):
+                    raise ValidationError({i: problems})
+
+    @validates("conversation")
+    def _conversation_id(self, value: Any, **kwargs: Any) -> None:
+        conv_id = value.get("id") if isinstance(value, dict) else value
+        if isinstance(conv_id, str) and (why := _storable(conv_id)):
+            raise ValidationError(why)
 
     @validates("metadata")
     def _metadata_size(self, value: Any, **kwargs: Any) -> None:
@@ -87,7 +132,7 @@ class _ContextSchema(Schema):
 
     input = f.Typed(str, list, **_NULLABLE)
     instructions = f.String(**_NULLABLE)
-    previous_response_id = f.String(**_NULLABLE, validate=validate.Length(min=1, max=256))
+    previous_response_id = f.String(**_NULLABLE, validate=[validate.Length(min=1), _storable_field()])
     conversation = f.Typed(str, dict, **_NULLABLE)
     tools = mfields.List(f.Object(), **_NULLABLE)
     tool_choice = f.Typed(str, dict, **_NULLABLE)
@@ -96,6 +141,7 @@ class _ContextSchema(Schema):
     reasoning = f.Object(**_NULLABLE)
 
     _input_items = CreateResponseSchema._input_items
+    _conversation_id = CreateResponseSchema._conversation_id
 
 
 class CompactSchema(_ContextSchema):
@@ -133,7 +179,7 @@ class RetrieveQuerySchema(_ReadQuery):
 class InputItemsQuerySchema(_ReadQuery):
     limit = mfields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
     order = mfields.String(load_default="desc", validate=validate.OneOf(["asc", "desc"]))
-    after = mfields.String(validate=validate.Length(min=1, max=256))
+    after = mfields.String(validate=[validate.Length(min=1), _storable_field()])
     # Removed from the SDK in v1.101.0, still sent by older clients: accepted, not used.
     before = mfields.String()
 
