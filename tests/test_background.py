@@ -485,3 +485,22 @@ def test_a_queue_that_goes_away_is_one_line_then_one_when_it_is_back(gateway_env
     assert "Traceback" not in out, out[-3000:]
     # One line each way from the consumer and from the worker that found it down: four at most.
     assert 2 <= len(said) <= 4, said
+
+
+def test_the_sqlite_queue_is_private_to_its_owner(tmp_path):
+    import stat
+
+    from gateway.background.queue import make_queue
+    from gateway.config import Settings
+
+    path = tmp_path / "queue.sqlite3"
+    old = os.umask(0o022)
+    try:
+        queue = make_queue(Settings.load({"background_queue": f"sqlite:///{path}"}), "private")
+        queue.storage.enqueued_items()  # opens the database (and its WAL files)
+        for name in (path, tmp_path / "queue.sqlite3-wal", tmp_path / "queue.sqlite3-shm"):
+            if name.exists():
+                assert stat.S_IMODE(name.stat().st_mode) == 0o600, (name, oct(name.stat().st_mode))
+        assert path.exists()
+    finally:
+        os.umask(old)

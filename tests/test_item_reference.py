@@ -393,3 +393,29 @@ def test_openai_sdk_gets_a_400_naming_the_input_for_foreign_and_unknown_items(st
 def _store_counts(store) -> tuple[int, int]:
     with store.engine.connect() as conn:
         return tuple(conn.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar() for t in ("gw_responses", "gw_items"))
+
+
+def test_references_that_expand_past_the_body_limit_are_400_before_anything_is_written(settings, fake):
+    # issue 21 item 5: 700 references to one 1 MB item wrote 700 MB. The limit here is 200 kB.
+    from gateway import create_app
+    from gateway.services import EXTENSION
+    from tests.conftest import KEY, close_app
+
+    app = create_app({**settings, "max_body_bytes": 200_000})
+    try:
+        client = app.test_client()
+        headers = {"Authorization": f"Bearer {KEY}", "x-portkey-provider": "openai"}
+        big = "x" * 60_000
+        made = client.post("/v1/responses", json={"model": "m", "input": big}, headers=headers).json
+        store = app.extensions[EXTENSION].store
+        item_id = store.input_items(made and store.owner_of(made["id"]), made["id"])[0][0]["id"]
+        before, sent = store.count(), len(fake.requests)
+        refs = [{"type": "item_reference", "id": item_id}] * 5  # 300 kB once expanded
+        resp = client.post("/v1/responses", json={"model": "m", "input": refs}, headers=headers)
+        assert resp.status_code == 400 and resp.json["error"]["code"] == "input_too_large"
+        assert resp.json["error"]["param"] == "input"
+        assert store.count() == before and len(fake.requests) == sent
+        ok = client.post("/v1/responses", json={"model": "m", "input": refs[:2]}, headers=headers)
+        assert ok.status_code == 200  # 120 kB: under the limit
+    finally:
+        close_app(app)

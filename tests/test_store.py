@@ -170,3 +170,14 @@ def test_chain_query_uses_indexes_not_scans(tmp_path):
     scans = [d for d in details if d.startswith("SCAN") and "gw_" in d and "chain" not in d]
     assert not scans, details
     assert any("gw_items" in d and "USING" in d for d in details), details
+
+
+def test_purge_leaves_a_background_response_that_is_still_queued_or_running(store):
+    old = time.time() - 40 * 86400
+    response = {**_response("resp_bg", None, created=old), "status": "queued", "background": True}
+    store.background.submit(
+        tenant="t1", provider="openai", response=response, input_items=[], job="{}", first_events=[], limit=0
+    )
+    _turn(store, "resp_old", created=old)
+    assert store.purge(30 * 86400) == 1  # the finished one only: the queued run's consumer still needs it
+    assert store.get("t1", "resp_bg") is not None and store.get("t1", "resp_old") is None

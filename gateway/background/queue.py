@@ -49,6 +49,10 @@ def make_queue(settings: Settings, name: str) -> Huey:
         return RedisHuey(f"gw-{name}", url=url, blocking=True, read_timeout=1, **common)
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
+        # Owner-only, as the store's file: its jobs name responses, and SQLite gives -wal and -shm its mode.
+        from ..store.engine import private_sqlite_file
+
+        private_sqlite_file(sa.make_url(url))
         # WAL, and fsync on commit: a queued run acknowledged to a client survives a power cut.
         return SqliteHuey(f"gw-{name}", filename=path, fsync=True, timeout=5, **common)
     raise ValueError(f"background_queue must be sqlite:///PATH or redis://HOST:PORT/DB, not {url!r}")

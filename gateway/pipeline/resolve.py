@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from .. import compaction, routing
 from ..auth import Caller
 from ..call import Turn
@@ -95,7 +97,20 @@ def _turn_input(svc: Services, caller: Caller, request_input: Any, keep: bool) -
     wanted = references(items)
     if not wanted:
         return TurnInput(request_input, items)
-    turn = TurnInput.resolve(request_input, items, wanted, svc.store.items_by_id(caller.tenant, wanted.values()))
+    found = svc.store.items_by_id(caller.tenant, wanted.values())
+    # Each reference becomes a copy of the item it names, recorded and sent: 700 references to one 1 MB
+    # item wrote 700 MB. This turn's input, once expanded, is held to the request body's own limit (the
+    # history it continues is not counted: that is the store's, and bounded when it was written).
+    limit = svc.settings.max_body_bytes
+    size = sum(len(orjson.dumps(found[i].item)) for i in wanted.values() if found.get(i) is not None)
+    if size > limit:
+        raise InvalidRequest(
+            f"The input's item references expand to {size} bytes, more than the {limit} bytes a request may "
+            "carry (the gateway's max_body_bytes setting); refer to fewer or smaller items.",
+            param="input",
+            code="input_too_large",
+        )
+    turn = TurnInput.resolve(request_input, items, wanted, found)
     if caller.provider_key is None:
         turn.check_resolved()
     return turn

@@ -16,11 +16,11 @@ from sqlalchemy.exc import IntegrityError
 from .. import greenlets
 from ..errors import UpstreamError
 from ..items import REFERENCE, FoundItem, input_items_of, mint_item_id
-from .background import BackgroundStore, delete_runs
+from .background import ACTIVE, BackgroundStore, delete_runs
 from .conversations import ConversationStore, StoredConversation, append_in, resendable
 from .engine import Database, Observe, make_engine
 from .group import GroupCommit
-from .tables import INPUT, OUTPUT, items, page, responses
+from .tables import INPUT, OUTPUT, items, page, responses, runs
 
 # Names other modules and the tests reach through the package.
 __all__ = [
@@ -232,7 +232,13 @@ class Store(Database):
             delete_runs(conn, ids)
             conn.execute(responses.delete().where(responses.c.id.in_(ids)))
 
-        old = sa.select(responses.c.id).where(responses.c.created_at < cutoff).limit(batch)
+        # A background response still queued or running is its consumer's: it goes once it has ended.
+        running = sa.select(runs.c.response_id).where(runs.c.status.in_(ACTIVE))
+        old = (
+            sa.select(responses.c.id)
+            .where(responses.c.created_at < cutoff, responses.c.id.not_in(running))
+            .limit(batch)
+        )
         total = 0
         while done := self.purge_batch("purge", old, delete):
             total += done

@@ -50,7 +50,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _private_sqlite_file(url: sa.URL) -> None:
+def private_sqlite_file(url: sa.URL) -> None:
     """Create the SQLite file owner-only (0600): it holds prompts, outputs and the tenant salt.
 
     SQLite gives its -wal and -shm files the database file's mode, so those follow.
@@ -72,7 +72,7 @@ def make_engine(url: str, *, timeout: float = 5.0) -> Engine:
         # One in-memory database for the whole process (a throwaway store for demos and tests).
         engine = sa.create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
     elif url.startswith("sqlite"):
-        _private_sqlite_file(sa.make_url(url))
+        private_sqlite_file(sa.make_url(url))
         engine = sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=False, pool_timeout=timeout)
     if url.startswith("sqlite"):
         sa.event.listen(engine, "connect", _sqlite_pragmas)
