@@ -6,6 +6,7 @@ not a traceback per worker. Command-line flags still win: gunicorn applies them 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -45,7 +46,6 @@ def configure() -> dict[str, Any]:
             print(f"gateway: cannot start: {line}", file=sys.stderr)
         sys.stderr.flush()
         raise SystemExit(err.status) from None
-    pin(settings)
 
     out: dict[str, Any] = {
         "bind": settings.bind,
@@ -94,6 +94,9 @@ def configure() -> dict[str, Any]:
             _made_metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
         metrics_dir = _made_metrics_dir
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # The workers use these settings as checked, with the metrics directory decided here (workers that read
+    # an empty one kept their counts to themselves, and /metrics showed one worker's, or none).
+    pin(dataclasses.replace(settings, metrics_dir=metrics_dir))
     _last_good = out
     return dict(out)
 
