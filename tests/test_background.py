@@ -504,3 +504,26 @@ def test_the_sqlite_queue_is_private_to_its_owner(tmp_path):
         assert path.exists()
     finally:
         os.umask(old)
+
+
+def test_a_queued_job_keeps_no_key_in_clear(settings):
+    # issue 21 item 9: a config's targets[].api_key and openai-* headers were in gw_runs.job in clear.
+    from gateway import create_app
+    from gateway.auth import Caller
+    from tests.conftest import close_app
+
+    app = create_app(settings)
+    try:
+        background = app.extensions["gateway"].background
+        config = '{"targets": [{"provider": "openai", "api_key": "sk-conf-hush"}]}'
+        headers = {"x-portkey-config": config, "OpenAI-Organization": "org-hush", "Authorization": "Bearer x"}
+        caller = Caller(tenant="pk:t", provider_key="sk-caller-hush")
+        job = background.seal_job("resp_1", caller, headers, {"model": "m", "input": "x"})
+        assert "hush" not in job
+        opened = background.open_job("resp_1", job)
+        assert opened.headers == {"x-portkey-config": config, "openai-organization": "org-hush"}
+        assert opened.provider_key == "sk-caller-hush"
+        with pytest.raises(ValueError):
+            background.open_job("resp_2", job)  # sealed for its own response only
+    finally:
+        close_app(app)

@@ -125,8 +125,11 @@ class Background:
         provider_key = None
         if caller.provider_key is not None:
             provider_key = self._box.seal(caller.provider_key.encode(), response_id)
+        # The routing headers travel sealed too: a config's targets may carry api_key, and openai-* headers
+        # what the caller chose to send; neither is kept in clear while the run waits.
+        headers = self._box.seal(orjson.dumps(kept), response_id) if kept else None
         return orjson.dumps(
-            {"body": body, "headers": kept, "gateway_key": caller.gateway_key, "provider_key": provider_key}
+            {"body": body, "sealed_headers": headers, "gateway_key": caller.gateway_key, "provider_key": provider_key}
         ).decode()
 
     def open_job(self, response_id: str, job: str) -> Job:
@@ -134,7 +137,11 @@ class Background:
         key = None
         if data.get("provider_key"):
             key = self._box.open(data["provider_key"], response_id).decode()
-        return Job(body=data["body"], headers=data["headers"], gateway_key=data.get("gateway_key"), provider_key=key)
+        if data.get("sealed_headers"):
+            headers = orjson.loads(self._box.open(data["sealed_headers"], response_id))
+        else:
+            headers = data.get("headers") or {}  # a job queued by a gateway before this one
+        return Job(body=data["body"], headers=headers, gateway_key=data.get("gateway_key"), provider_key=key)
 
     # ------------------------------------------------------------------ request side
     def submit(
