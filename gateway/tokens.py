@@ -53,8 +53,25 @@ def _encoding(name: str) -> Any:
         return bpe_openai.get_encoding(name)
 
 
+# The tokenizer refuses very long text (a 1,000,000-character input was a 500): counted in pieces, cut
+# at whitespace where there is some, so that a word is rarely split (an estimate either way).
+_PIECE = 100_000
+
+
 def _tokens(encoding: Any, text: str) -> int:
-    return len(encoding.encode(text)) if text else 0
+    if not text:
+        return 0
+    if len(text) <= _PIECE:
+        return len(encoding.encode(text))
+    total, start = 0, 0
+    while start < len(text):
+        end = min(start + _PIECE, len(text))
+        if end < len(text):
+            cut = text.rfind(" ", start + _PIECE // 2, end)
+            end = cut + 1 if cut > 0 else end
+        total += len(encoding.encode(text[start:end]))
+        start = end
+    return total
 
 
 def count_offline(model: str, chat: dict) -> tuple[int, bool]:

@@ -236,3 +236,15 @@ def test_a_conversation_item_with_a_role_that_is_not_a_string_is_400_and_nothing
     assert listed.status_code == 200 and listed.json["data"] == []
     after = client.get("/v1/responses/resp_x/input_items?after=a%00b", headers=H)
     assert after.status_code == 400 and after.json["error"]["param"] == "after"
+
+
+def test_a_million_characters_are_counted_not_a_500(fuzz_app):
+    # issue 21 item 7: the tokenizer refuses very long text; the gateway counts it in pieces.
+    app, _ = fuzz_app
+    text = ("word " * 200_000)[:1_000_000]
+    headers = {**H, "x-portkey-provider": "fakechat"}
+    resp = app.test_client().post(
+        "/v1/responses/input_tokens", json={"model": "gpt-4o", "input": text}, headers=headers
+    )
+    assert resp.status_code == 200, resp.json
+    assert 150_000 < resp.json["input_tokens"] < 300_000
