@@ -14,6 +14,7 @@ import openai
 import pytest
 import requests
 import sqlalchemy as sa
+from openai._models import validate_type
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -243,6 +244,9 @@ def test_bad_frames_are_error_events_and_the_socket_survives(gateway, gateway_en
     with open_raw(gateway.url) as ws:
         (event,) = raw_turn(ws, frame)
         assert event["type"] == "error" and event["status"] == status
+        # What the SDK's stream types require of an error event (issue 23's WebSocket fidelity).
+        validate_type(type_=openai.types.responses.ResponseErrorEvent, value=event)
+        assert event["code"] == event["error"]["code"] and event["sequence_number"] == 0
         error = event["error"]
         assert set(error) >= {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
         assert error["param"] == param

@@ -328,7 +328,17 @@ class Connection:
 
     def _send_error(self, status: int, error: dict, headers: Mapping[str, str], stream_id: str | None) -> None:
         """An ``error`` event in the error shape, with the HTTP status the same failure has over POST."""
-        event: dict[str, Any] = {"type": "error", "status": status, "error": dict(error)}
+        # The fields the SDK's ResponseErrorEvent requires (a turn refused before it began numbers it 0),
+        # beside the API's own WebSocket shape (status, and the error object).
+        event: dict[str, Any] = {
+            "type": "error",
+            "sequence_number": 0,
+            "code": error.get("code"),
+            "message": error.get("message") or "",
+            "param": error.get("param"),
+            "status": status,
+            "error": dict(error),
+        }
         if headers:
             event["error"]["headers"] = dict(headers)
         if stream_id is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..call import Call, Context, Turn
-from ..errors import InvalidRequest, StoreUnavailable
+from ..errors import StoreUnavailable
 from ..observe import Trace
 from ..reply import Reply
 from ..routing import Target
@@ -31,10 +31,6 @@ def create(svc: Services, call: Call) -> tuple[Reply, Target]:
     described on ``call.Call``.
     """
     body = call.body
-    if body.get("background") and body.get("store") is False:
-        raise InvalidRequest(
-            "Background responses must be stored: remove store: false, or background.", param="store"
-        )
     turn = resolve_turn(
         svc,
         call.caller,

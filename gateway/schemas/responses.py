@@ -118,7 +118,9 @@ class CreateResponseSchema(Schema):
             data.get(k) for k in ("previous_response_id", "conversation", "prompt")
         ):
             raise ValidationError("Missing data for required field.", "input")
-        # previous_response_id with conversation is refused by the relay, with the API's code for it.
+        # previous_response_id with conversation is refused by the pipeline, with the API's code for it.
+        if data.get("background") and data.get("store") is False:
+            raise ValidationError("Background responses must be stored: remove store: false, or background.", "store")
 
 
 class _ContextSchema(Schema):
