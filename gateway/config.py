@@ -198,6 +198,11 @@ class Settings:
     background_lease_timeout: float = _setting(
         10.0, "seconds without a heartbeat from its consumer after which a running background response ends `failed`"
     )
+    background_queued_timeout: float = _setting(
+        300.0,
+        "seconds a background response may wait queued: then it is queued again, once, and after as long again "
+        "it ends `failed` (`server_error`); 0: never",
+    )
     background_event_retention: str = _setting(
         "7d", "how long the events of a finished background response are kept for replay (`gateway purge`)"
     )

@@ -527,3 +527,33 @@ def test_a_queued_job_keeps_no_key_in_clear(settings):
             background.open_job("resp_2", job)  # sealed for its own response only
     finally:
         close_app(app)
+
+
+def test_a_run_left_queued_is_queued_again_once_then_fails_and_stops_counting(settings, tmp_path):
+    # issue 21 item 3: a claim that failed, or a Redis restarted empty, left runs queued forever.
+    from gateway import create_app
+    from tests.conftest import close_app
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    app = create_app({**settings, "store_url": url, "background_queued_timeout": 60})
+    other = create_app({**settings, "store_url": url, "background_queued_timeout": 60})  # another host
+    try:
+        background = app.extensions["gateway"].background
+        store = background.store
+        response = {"id": "resp_lost", "object": "response", "status": "queued", "model": "m", "output": []}
+        store.background.submit(
+            tenant="t", provider="openai", response=response, input_items=[], job="{}", first_events=[], limit=0
+        )
+        now = time.time()
+        assert store.background.stale_queued(now, 60) == ([], [])  # not late yet
+        later = now + 61
+        assert store.background.stale_queued(later, 60) == (["resp_lost"], [])
+        # The other host sweeping at the same time finds it marked: it is queued again exactly once.
+        assert other.extensions["gateway"].background.store.background.stale_queued(later, 60) == ([], [])
+        background.sweep_queued(later + 61)  # still queued a timeout after: it ends failed
+        state = store.get("t", "resp_lost").body
+        assert state["status"] == "failed" and state["error"]["code"] == "server_error"
+        assert store.background.state("resp_lost").status == "failed"  # no longer counted against the tenant
+    finally:
+        close_app(app)
+        close_app(other)

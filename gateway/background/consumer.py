@@ -102,6 +102,7 @@ class Runner:
                     swept = now
                     for response_id in self.store.expired(time.time()):
                         self.svc.background.expire(response_id)
+                    self.svc.background.sweep_queued(time.time())
             except StoreUnavailable:
                 log.warning("background consumer %s cannot reach the store", self.owner)
             except Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -71,6 +72,7 @@ class Background:
         self.store = store
         self.max_per_tenant = settings.background_max_per_tenant
         self.lease_timeout = settings.background_lease_timeout
+        self.queued_timeout = settings.background_queued_timeout
         self.concurrency = settings.background_concurrency
         self.graceful_timeout = settings.graceful_timeout
         self._settings = settings
@@ -243,6 +245,22 @@ class Background:
         if ended is not None:
             log.warning("background response %s failed: its consumer's lease ran out", response_id)
         return ended
+
+    def sweep_queued(self, now: float) -> None:
+        """Runs queued longer than ``background_queued_timeout`` (their job lost: a claim that failed, a
+        Redis that restarted empty) go on the queue again, once; still queued as long after, they end failed.
+        """
+        if self.queued_timeout <= 0:
+            return
+        again, given_up = self.store.background.stale_queued(now, self.queued_timeout)
+        for response_id in again:
+            log.warning("background response %s was queued %.0f s: queued again", response_id, self.queued_timeout)
+            with contextlib.suppress(QueueUnavailable):  # ended below, a timeout later, if it stays lost
+                self.enqueue(response_id)
+        message = f"The background response was not started within {2 * self.queued_timeout:g} s of being queued."
+        for response_id in given_up:
+            if self.store.background.end(response_id, "failed", events.failed(message), only_queued=True):
+                log.warning("background response %s failed: never started", response_id)
 
     def follow(self, response_id: str, after: int) -> Reply:
         stop = threading.Event()

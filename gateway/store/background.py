@@ -292,7 +292,48 @@ class BackgroundStore:
         return self._store.read("background_expired", read)
 
     # ------------------------------------------------------------------ cancel, fail
-    def end(self, response_id: str, status: str, settle: Settle, *, only_expired: bool = False) -> dict | None:
+    def stale_queued(self, now: float, timeout: float, limit: int = 100) -> tuple[list[str], list[str]]:
+        """Queued runs no consumer took within ``timeout``: (those to put on the queue again, once, marked
+        by their ``lease_until`` so that another host does not; those re-queued that long ago and still
+        waiting, to end failed). The mark is one conditional update: each run is re-queued exactly once.
+        """
+
+        def write() -> tuple[list[str], list[str]]:
+            with self._engine.begin() as conn:
+                waiting = [
+                    r[0]
+                    for r in conn.execute(
+                        sa.select(runs.c.response_id)
+                        .where(runs.c.status == "queued", runs.c.lease_until.is_(None))
+                        .where(runs.c.created_at < now - timeout)
+                        .limit(limit)
+                    )
+                ]
+                again = []
+                if waiting:
+                    marked = conn.execute(
+                        runs.update()
+                        .where(runs.c.response_id.in_(waiting), runs.c.status == "queued")
+                        .where(runs.c.lease_until.is_(None))
+                        .values(lease_until=now)
+                        .returning(runs.c.response_id)
+                    )
+                    again = [r[0] for r in marked]
+                given_up = [
+                    r[0]
+                    for r in conn.execute(
+                        sa.select(runs.c.response_id)
+                        .where(runs.c.status == "queued", runs.c.lease_until < now - timeout)
+                        .limit(limit)
+                    )
+                ]
+            return again, given_up
+
+        return self._store.write("background_stale", write)
+
+    def end(
+        self, response_id: str, status: str, settle: Settle, *, only_expired: bool = False, only_queued: bool = False
+    ) -> dict | None:
         """End a live run from outside its consumer (a cancel, a lease that ran out): the final response
         and the closing event made by ``settle`` from the stored ones, in one transaction. None when the run
         was not live (or, with ``only_expired``, when its lease had not run out).
@@ -303,6 +344,8 @@ class BackgroundStore:
             where = [runs.c.response_id == response_id, runs.c.status.in_(ACTIVE)]
             if only_expired:
                 where += [runs.c.status == "in_progress", runs.c.lease_until < now]
+            if only_queued:  # a consumer that took it meanwhile keeps it
+                where += [runs.c.status == "queued"]
             with self._engine.begin() as conn:
                 # The update takes the row's lock first: a consumer appending at the same moment waits, then
                 # finds the run no longer its own. Events it committed before are read below.
