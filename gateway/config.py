@@ -195,6 +195,11 @@ class Settings:
     background_max_per_tenant: int = _setting(
         20, "queued and running background responses a tenant may have at once (429 past it); 0: no limit"
     )
+    background_max_unproven: int = _setting(
+        10,
+        "queued and running background responses that keys with no completed response yet (callers' own "
+        "provider keys: anyone with a made-up key) may have between them; 0: no limit",
+    )
     background_lease_timeout: float = _setting(
         10.0, "seconds without a heartbeat from its consumer after which a running background response ends `failed`"
     )

@@ -557,3 +557,28 @@ def test_a_run_left_queued_is_queued_again_once_then_fails_and_stops_counting(se
     finally:
         close_app(app)
         close_app(other)
+
+
+def test_keys_with_no_completed_response_share_a_small_cap(settings, fake, tmp_path):
+    # issue 21 item 10: 400 runs under made-up keys were accepted in 2 s, and a real tenant's waited 119 s.
+    from gateway import create_app
+    from tests.conftest import close_app
+
+    app = create_app({**settings, "store_url": f"sqlite:///{tmp_path / 's.db'}", "background_max_unproven": 2})
+    client = app.test_client()
+
+    def background(key: str) -> int:
+        headers = {"Authorization": f"Bearer {key}", "x-portkey-provider": "openai"}
+        return client.post("/v1/responses", json={"model": "m", "input": "x", "background": True}, headers=headers)
+
+    try:
+        assert background("sk-made-up-1").status_code == 200
+        assert background("sk-made-up-2").status_code == 200
+        refused = background("sk-made-up-3")
+        assert refused.status_code == 429 and "background_max_unproven" in refused.json["error"]["message"]
+        # A key with a completed response of its own is past that cap (its own cap still holds).
+        headers = {"Authorization": "Bearer sk-proven", "x-portkey-provider": "openai"}
+        assert client.post("/v1/responses", json={"model": "m", "input": "x"}, headers=headers).status_code == 200
+        assert background("sk-proven").status_code == 200
+    finally:
+        close_app(app)

@@ -73,6 +73,7 @@ class Background:
         self.max_per_tenant = settings.background_max_per_tenant
         self.lease_timeout = settings.background_lease_timeout
         self.queued_timeout = settings.background_queued_timeout
+        self.max_unproven = settings.background_max_unproven
         self.concurrency = settings.background_concurrency
         self.graceful_timeout = settings.graceful_timeout
         self._settings = settings
@@ -178,8 +179,16 @@ class Background:
                 job=job,
                 first_events=events.opening(response),
                 limit=self.max_per_tenant,
+                unproven_limit=self.max_unproven,
             )
-        except LimitReached:
+        except LimitReached as err:
+            if err.unproven:
+                raise TooManyRuns(
+                    "Keys with no completed response yet share a few background responses at a time (the "
+                    "gateway's `background_max_unproven`, "
+                    f"{self.max_unproven}); make a response in the foreground first, or try again shortly.",
+                    param="background",
+                ) from None
             raise TooManyRuns(
                 f"This key has {self.max_per_tenant} background responses queued or running, the gateway's "
                 "`background_max_per_tenant`; wait for one to finish or cancel one.",

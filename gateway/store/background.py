@@ -48,7 +48,18 @@ _APPEND = (
 
 
 class LimitReached(Exception):
-    """The tenant already has as many live background runs as the limit allows."""
+    """The tenant already has as many live background runs as the limit allows; ``unproven``: the limit
+    was the one tenants without a completed response share.
+    """
+
+    def __init__(self, unproven: bool = False):
+        super().__init__()
+        self.unproven = unproven
+
+
+# Tenants of callers' own provider keys ("pk:…") are anyone with a made-up key until one of their responses
+# completes; gateway keys ("key:…") are the operator's.
+_UNPROVEN_PREFIX = "pk:"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,9 +125,12 @@ class BackgroundStore:
         job: str,
         first_events: list[dict],
         limit: int,
+        unproven_limit: int = 0,
     ) -> None:
         """Record a queued background response, its input items, its run and its first events, in one
-        transaction. Raises LimitReached when the tenant has ``limit`` live runs already (0: no limit).
+        transaction. Raises LimitReached when the tenant has ``limit`` live runs already (0: no limit), or
+        when it has no completed response yet and such tenants have ``unproven_limit`` live runs between
+        them (0: no limit).
         """
         row, item_rows, _ = self._store.rows_of(tenant, provider, "background", response, input_items)
         now = time.time()
@@ -141,6 +155,16 @@ class BackgroundStore:
                 .scalar_subquery()
             )
             chosen = chosen.where(live < limit)
+        proven = sa.exists().where(responses.c.tenant == tenant, responses.c.status == "completed")
+        if unproven_limit > 0 and tenant.startswith(_UNPROVEN_PREFIX):
+            others = sa.exists().where(responses.c.tenant == runs.c.tenant, responses.c.status == "completed")
+            unproven_live = (
+                sa.select(sa.func.count())
+                .select_from(runs)
+                .where(runs.c.status.in_(ACTIVE), runs.c.tenant.startswith(_UNPROVEN_PREFIX), ~others)
+                .scalar_subquery()
+            )
+            chosen = chosen.where(sa.or_(proven, unproven_live < unproven_limit))
         # One statement counts and inserts: SQLite runs it under its single write lock; PostgreSQL first
         # serialises the tenant's creates with a transaction-scoped advisory lock (see _lock_tenant).
         # RETURNING says whether the row went in (rowcount is not reported for INSERT ... SELECT by every driver).
@@ -150,7 +174,11 @@ class BackgroundStore:
             with self._engine.begin() as conn:
                 _lock_tenant(conn, tenant)
                 if conn.execute(insert).first() is None:
-                    raise LimitReached()
+                    # Which limit: the tenant's own when it is at it, else the one unproven tenants share.
+                    mine = conn.execute(
+                        sa.select(sa.func.count()).where(runs.c.tenant == tenant, runs.c.status.in_(ACTIVE))
+                    ).scalar()
+                    raise LimitReached(unproven=not (limit > 0 and mine >= limit))
                 conn.execute(self._store.INSERT_RESPONSE, row)
                 if item_rows:
                     conn.execute(self._store.INSERT_ITEMS, item_rows)
