@@ -120,9 +120,10 @@ def _prepare(store: Any) -> None:
     try:
         store.prepare()
     except StoreUnavailable as exc:
+        from .store.engine import first_line
+
         url = store.engine.url.render_as_string(hide_password=True)
-        why = str(getattr(exc.__cause__, "orig", None) or exc.__cause__ or exc).strip().splitlines() or ["?"]
-        click.echo(f"gateway: cannot open the store at {url}: {why[0]}", err=True)
+        click.echo(f"gateway: cannot open the store at {url}: {first_line(exc)}", err=True)
         sys.exit(1)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 
@@ -64,6 +65,13 @@ def threshold(body: dict) -> int | None:
             value = entry.get("compact_threshold")
             return value if isinstance(value, int) and not isinstance(value, bool) else 0
     return None
+
+
+def by_gateway(body: dict, provider: Any, native: bool) -> bool:
+    """Whether the gateway compacts this request itself: it asks for compaction and the provider it goes to
+    does not do it (an emulated one, or a native one without its own).
+    """
+    return threshold(body) is not None and not (native and provider.compact)
 
 
 def is_ours(item: dict) -> bool:

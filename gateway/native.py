@@ -99,7 +99,7 @@ def relay_events(
     failure: GatewayError | None = None
     try:
         for event in events:
-            payload = sse.decode_data(event)
+            payload = event.json()
             if payload is not None:
                 seq = payload.get("sequence_number")
                 if isinstance(seq, int):

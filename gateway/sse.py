@@ -102,16 +102,6 @@ def iter_events(chunks: Iterable[bytes]) -> Iterator[Event]:
         buf = buf[start:]
 
 
-def encode(payload: dict) -> bytes:
-    """One Responses API event: `event:` equal to the payload's type, one `data:` line, a blank line."""
-    return b"event: " + payload["type"].encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
-
-
-def decode_data(event: Event) -> dict | None:
-    """The event's JSON payload, or None when it is not a JSON object."""
-    return event.json()
-
-
 def raw(events: Iterator[Event]) -> Iterator[bytes]:
     """The events' bytes, for a door that writes them; closing this closes ``events`` (and its upstream)."""
     try:

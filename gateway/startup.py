@@ -152,8 +152,8 @@ def _check_store(settings: Settings, environ: Mapping[str, str] | None) -> None:
 
     Raises NotReady (one line) when it cannot be reached or changed within ``store_write_timeout``.
     """
-    from .errors import StoreUnavailable
     from .store import Store
+    from .store.engine import first_line
     from .store.postgres import deadline
 
     store = None
@@ -165,11 +165,8 @@ def _check_store(settings: Settings, environ: Mapping[str, str] | None) -> None:
         if not settings.key_salt:
             store.secret("key_salt")
     except Exception as exc:  # any driver's error: all of them mean "not now"
-        cause = exc.__cause__ if isinstance(exc, StoreUnavailable) and exc.__cause__ else exc
-        reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()
-        why = reason[0] if reason else type(cause).__name__
         url = settings.masked()["store_url"]
-        message = f"cannot open the store at {url}: {why}"
+        message = f"cannot open the store at {url}: {first_line(exc)}"
         raise NotReady(explain(SettingsError(message, key="store_url"), environ)) from None
     finally:
         if store is not None:

@@ -11,19 +11,9 @@ import pytest
 
 from gateway.emulation.request import chat_name, to_chat
 from gateway.errors import InvalidRequest
+from tests.test_emulation import TOOLS as EMULATION_TOOLS
 
-LOOKUP = {
-    "type": "function",
-    "name": "lookup",
-    "description": "Look it up",
-    "strict": True,
-    "parameters": {
-        "type": "object",
-        "properties": {"query": {"type": "string"}},
-        "required": ["query"],
-        "additionalProperties": False,
-    },
-}
+LOOKUP = EMULATION_TOOLS[0]  # the function tool the emulation tests use
 # As Codex sends them: functions grouped under a namespace, and a hosted web search it does not run itself.
 TOOLS = [
     {"type": "namespace", "name": "repo", "description": "The repository", "tools": [LOOKUP]},

@@ -106,7 +106,7 @@ def _events(
                 # Read on to the end of the body (nothing follows [DONE]) so the connection can be reused.
                 done = True
                 continue
-            chunk = sse.decode_data(event)
+            chunk = event.json()
             if chunk is None:
                 continue
             if chunk.get("error"):

@@ -18,7 +18,7 @@ from ..tokens import count_offline
 
 class AutoCompaction:
     def plan(self, ctx: Context, turn: Turn, plan: Any, finish: Callable[[dict], None]) -> Reply | None:
-        if compaction.threshold(plan.body) is None or (plan.native and plan.target.provider.compact):
+        if not compaction.by_gateway(plan.body, plan.target.provider, plan.native):
             return None
         # The provider never sees the request for compaction it does not do itself.
         plan.body = {k: v for k, v in plan.body.items() if k != "context_management"}

@@ -14,7 +14,7 @@ from ..call import Turn
 from ..errors import StoreUnavailable
 from ..items import mint_item_id
 from ..observe import Trace
-from .plan import Plan
+from .plan import Plan, amend
 
 if TYPE_CHECKING:
     from ..services import Services
@@ -65,8 +65,7 @@ def finisher(svc: Services, caller: Caller, turn: Turn, plan: Plan, trace: Trace
         if not isinstance(response.get("id"), str):
             return
         appended = conv is not None and response.get("status") in _APPENDED
-        if conv is not None:
-            response["conversation"] = {"id": conv}
+        amend(turn, plan, response)
         done = Finished(
             tenant=caller.tenant,
             provider=plan.target.provider.name,
@@ -77,8 +76,6 @@ def finisher(svc: Services, caller: Caller, turn: Turn, plan: Plan, trace: Trace
             before=plan.before,
         )
         if turn.keep or appended:
-            if plan.switched:
-                response["previous_response_id"] = turn.prev_id
             try:
                 if keeper is not None:
                     keeper.take(response, done)

@@ -7,6 +7,7 @@ conversation (another provider's, one the gateway made, or one only a connection
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -70,7 +71,7 @@ def make_plan(svc: Services, caller: Caller, turn: Turn, target: Target) -> Plan
     elif prev is not None and (
         not native_call
         or switched
-        or needs_history(body, target, native_call)
+        or compaction.by_gateway(body, target.provider, native_call)
         or (source is not None and not turn.keep)
     ):
         # (A response only the door's source will hold needs the conversation before it.)
@@ -88,11 +89,6 @@ def make_plan(svc: Services, caller: Caller, turn: Turn, target: Target) -> Plan
         recorded_input=turn.input.items,
         before=history if read else None,
     )
-
-
-def needs_history(body: dict, target: Target, native_call: bool) -> bool:
-    """Whether the gateway compacts this request itself (the provider does not): it needs the history."""
-    return compaction.threshold(body) is not None and not (native_call and target.provider.compact)
 
 
 def _history(svc: Services, caller: Caller, response_id: str, turn: Turn) -> list[dict]:
@@ -121,15 +117,6 @@ def send(
         body = {**plan.body, "conversation": {"id": conv}} if conv is not None else plan.body
         sent_items = compaction.expand(svc.sealer, caller.tenant, plan.new_items)
 
-    def amend(response: dict) -> None:
-        if conv is not None:
-            response["conversation"] = {"id": conv}
-        if plan.switched:  # the provider was sent the conversation, not the id: the client's events name it
-            response["previous_response_id"] = turn.prev_id
-        if keeper is not None:  # the client knows the run by the id the gateway gave it when queueing it
-            response["id"] = keeper.response_id
-            response["background"] = True
-
     out = Outgoing(
         target=target,
         body=body,
@@ -138,9 +125,22 @@ def send(
         previous_response_id=turn.prev_id,
         response_id=keeper.response_id if keeper is not None else None,
         client_headers=headers,
-        amend=amend if plan.native and (conv is not None or plan.switched or keeper is not None) else None,
+        amend=functools.partial(amend, turn, plan)
+        if plan.native and (conv is not None or plan.switched or keeper is not None)
+        else None,
     )
     return adapter.create(svc.upstream, out, finish)
+
+
+def amend(turn: Turn, plan: Plan, response: dict) -> None:
+    """The gateway's own fields on a response the client sees and the store keeps."""
+    if turn.conversation is not None:
+        response["conversation"] = {"id": turn.conversation}
+    if plan.switched:  # the provider was sent the conversation, not the id: the client's events name it
+        response["previous_response_id"] = turn.prev_id
+    if turn.keeper is not None:  # the client knows the run by the id the gateway gave it when queueing it
+        response["id"] = turn.keeper.response_id
+        response["background"] = True
 
 
 def _native_body(svc: Services, caller: Caller, turn: Turn, plan: Plan, history: list[dict]) -> dict:

@@ -102,7 +102,10 @@ def make_engine(url: str, *, timeout: float = 5.0) -> Engine:
     return engine
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """Why a store call failed, in one line: the driver's own message (through a StoreUnavailable's cause)."""
+    if isinstance(exc, StoreUnavailable) and exc.__cause__ is not None:
+        exc = exc.__cause__
     lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return lines[0][:200] if lines else type(exc).__name__
 
@@ -222,7 +225,7 @@ class Database:
                     raise
                 kind = _kind(exc)
                 if time.monotonic() + wait >= retry_until:
-                    log.warning("store %s failed (%s): %s", op, kind, _first_line(exc))
+                    log.warning("store %s failed (%s): %s", op, kind, first_line(exc))
                     self._breaker.failed()
                     self._report(op, started, kind)
                     raise StoreUnavailable() from exc
@@ -255,7 +258,7 @@ class Database:
                 # Once per outage, not once per request or readiness probe while it lasts.
                 if not self._unready_logged:
                     self._unready_logged = True
-                    log.warning("store not ready (%s): %s", _kind(exc), _first_line(exc))
+                    log.warning("store not ready (%s): %s", _kind(exc), first_line(exc))
                 raise StoreUnavailable() from exc
             if self._unready_logged:
                 log.info("store ready")
