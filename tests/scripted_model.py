@@ -11,6 +11,10 @@ The script, for the turn that starts at the last user message:
 - when the user's text says "narrate", it writes a sentence beside its calls;
 - once nothing is pending it answers ``Answer to '<user text>': <tool results joined by '; '>``.
 
+A coding agent's turn (Codex) is directed instead: "run `CMD`" calls the shell tool it is offered (a
+function with ``cmd``, ``commands`` or ``command``) once with CMD, and "write `TEXT` to `PATH`" calls
+``apply_patch`` (freeform: a patch adding the file; as the apply_patch tool: a create_file operation).
+
 Streams split each call's arguments in three pieces, and interleave the pieces of parallel calls as Chat
 Completions providers may (tool-call deltas are keyed by ``index``).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,10 +60,36 @@ def arguments_for(parameters: dict | None) -> str:
     return json.dumps(values)
 
 
+def _directed(user_text: str, tools: list[dict]) -> tuple[str, str] | None:
+    """(tool name, arguments) a coding agent's prompt asks for, from the tools offered; None if none does."""
+    run = re.search(r"run `([^`]+)`", user_text)
+    write = re.search(r"write `([^`]+)` to `([^`]+)`", user_text)
+    for tool in tools:
+        properties = (tool.get("parameters") or {}).get("properties") or {}
+        if run and "cmd" in properties:
+            return tool["name"], json.dumps({"cmd": run[1]})
+        if run and "commands" in properties:
+            return tool["name"], json.dumps({"commands": [run[1]]})
+        if run and (properties.get("command") or {}).get("type") == "array":
+            return tool["name"], json.dumps({"command": ["bash", "-lc", run[1]]})
+        if write and tool["name"] == "apply_patch" and "input" in properties:
+            patch = f"*** Begin Patch\n*** Add File: {write[2]}\n+{write[1]}\n*** End Patch\n"
+            return tool["name"], json.dumps({"input": patch})
+        if write and tool["name"] == "apply_patch" and "diff" in properties:
+            return tool["name"], json.dumps({"type": "create_file", "path": write[2], "diff": f"+{write[1]}\n"})
+    return None
+
+
 def decide(
     user_text: str, called: list[str], results: list[str], tools: list[dict], *, parallel: bool, tool_choice: Any
 ) -> tuple[str | None, list[dict]]:
     """(text, calls) for the turn so far: tools as {"name", "parameters"}, calls as {"name", "arguments"}."""
+    directed = _directed(user_text, tools)
+    if directed is not None:
+        tools = [t for t in tools if t["name"] == directed[0]]
+        if directed[0] not in called:
+            return None, [{"name": directed[0], "arguments": directed[1]}]
+        tool_choice = "none"
     pending = [t for t in tools if t["name"] not in called] if tool_choice != "none" else []
     if pending:
         chosen = pending if "parallel" in user_text and parallel else pending[:1]
@@ -289,11 +320,14 @@ class _Handler(BaseHTTPRequestHandler):
         items = history + inputs
         last_user = max(i for i, it in enumerate(items) if it["type"] == "message" and it["role"] == "user")
         turn = items[last_user + 1 :]
-        tools = [t for t in body.get("tools") or [] if t.get("type") == "function"]
+        tools = [t for t in body.get("tools") or [] if t.get("type") == "function"] + [
+            {**t, "parameters": _FREEFORM} for t in body.get("tools") or [] if t.get("type") == "custom"
+        ]
+        custom = {t["name"] for t in tools if t.get("type") == "custom"}
         text, calls = decide(
             _text_of(items[last_user]["content"]),
-            [it["name"] for it in turn if it["type"] == "function_call"],
-            [_text_of(it["output"]) for it in turn if it["type"] == "function_call_output"],
+            [it["name"] for it in turn if it["type"] in ("function_call", "custom_tool_call")],
+            [_text_of(it["output"]) for it in turn if it["type"] in _OUTPUTS],
             tools,
             parallel=body.get("parallel_tool_calls", True) is not False,
             tool_choice=body.get("tool_choice"),
@@ -305,6 +339,17 @@ class _Handler(BaseHTTPRequestHandler):
                 {"type": "message", "id": _id("msg"), "status": "completed", "role": "assistant", "content": [part]}
             )
         for call in calls:
+            if call["name"] in custom:
+                output.append(
+                    {
+                        "type": "custom_tool_call",
+                        "id": _id("ctc"),
+                        "call_id": _id("call"),
+                        "name": call["name"],
+                        "input": json.loads(call["arguments"]).get("input", ""),
+                    }
+                )
+                continue
             output.append(
                 {
                     "type": "function_call",
@@ -325,6 +370,11 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("stream"):
             return self._sse([(e["type"], e) for e in _events(response)])
         self._json(200, response)
+
+
+_OUTPUTS = ("function_call_output", "custom_tool_call_output")
+# A custom (freeform) tool's input, as the script fills it in.
+_FREEFORM = {"type": "object", "properties": {"input": {"type": "string"}}}
 
 
 def _model_object() -> dict:
@@ -437,6 +487,10 @@ def _events(final: dict) -> list[dict]:
                 {"type": "response.output_text.done", **at, "content_index": 0, "text": part["text"], "logprobs": []}
             )
             events.append({"type": "response.content_part.done", **at, "content_index": 0, "part": part})
+        elif item["type"] == "custom_tool_call":
+            events.append({"type": "response.output_item.added", "output_index": index, "item": {**item, "input": ""}})
+            events.append({"type": "response.custom_tool_call_input.delta", **at, "delta": item["input"]})
+            events.append({"type": "response.custom_tool_call_input.done", **at, "input": item["input"]})
         else:
             events.append(
                 {

@@ -117,7 +117,7 @@ def test_output_items_of_earlier_turns_become_assistant_turns():
     ("body", "param"),
     [
         ({"input": "x", "tools": [{"type": "file_search"}]}, "tools[0]"),
-        ({"input": "x", "tool_choice": {"type": "allowed_tools"}}, "tool_choice"),
+        ({"input": "x", "tool_choice": {"type": "hologram"}}, "tool_choice"),
         ({"input": "x", "prompt": {"id": "p"}}, "prompt"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]}]},

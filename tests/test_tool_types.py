@@ -207,3 +207,160 @@ def test_items_the_chain_already_holds_are_not_sent_twice():
     chat = to_chat({"model": "m"}, history, resent, max_tokens_param="max_tokens")
     roles = [m["role"] for m in chat["messages"]]
     assert roles == ["user", "assistant", "tool", "user"]  # the call once, its output once, then the new text
+
+
+# ------------------------------------------------------------------------------------------ client-run tools
+# Tools the client runs (Codex, the Agents SDK): functions for the chat model, their calls the client's items.
+CLIENT_CASES = {
+    "local_shell": (
+        {"type": "local_shell"},
+        "run `ls`",
+        lambda call: call.action.command == ["bash", "-lc", "ls"] and call.action.type == "exec",
+        lambda call: {"type": "local_shell_call_output", "id": call.call_id, "output": "a.txt"},
+        "a.txt",
+    ),
+    "shell": (
+        {"type": "shell", "environment": {"type": "local"}},
+        "run `ls`",
+        lambda call: call.action.commands == ["ls"],
+        lambda call: {
+            "type": "shell_call_output",
+            "call_id": call.call_id,
+            "output": [{"stdout": "a.txt\n", "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}],
+        },
+        "a.txt\n\n[exit code 0]",
+    ),
+    "apply_patch": (
+        {"type": "apply_patch"},
+        "write `hi` to `a.txt`",
+        lambda call: (
+            call.operation.type == "create_file" and call.operation.path == "a.txt" and call.operation.diff == "+hi\n"
+        ),
+        lambda call: {
+            "type": "apply_patch_call_output",
+            "call_id": call.call_id,
+            "status": "completed",
+            "output": "ok",
+        },
+        "completed: ok",
+    ),
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("kind", sorted(CLIENT_CASES))
+def test_a_client_run_tool_is_a_function_and_its_call_the_clients_item(scripted_app, kind, stream):
+    from tests import strict_types as strict
+    from tests.scripted_model import MODEL
+
+    app, model = scripted_app
+    tool, prompt, matches, output_of, said = CLIENT_CASES[kind]
+    resp = _post(app, {"model": MODEL, "input": prompt, "tools": [tool], "stream": stream})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    if stream:
+        events = strict.sse_events(resp.get_data(as_text=True))
+        first = strict.response(strict.stream(events))
+        kinds = [e["type"] for e in events]
+        assert "response.function_call_arguments.delta" not in kinds
+        if kind == "shell":
+            done = [e for e in events if e["type"] == "response.shell_call_command.done"]
+            assert [e["command"] for e in done] == ["ls"]
+    else:
+        first = strict.response(resp.json)
+    [call] = first.output
+    assert call.type == f"{kind}_call" and call.status == "completed" and matches(call), call
+    assert first.tools[0].type == kind  # echoed as sent
+    [function] = [t["function"] for t in model.bodies("/v1/chat/completions")[-1]["tools"]]
+    assert function["name"] == kind
+
+    # The output answers the call; the call goes back in history as the function it was.
+    second = _post(
+        app,
+        {"model": MODEL, "previous_response_id": first.id, "tools": [tool], "input": [output_of(call)]},
+    )
+    assert second.status_code == 200, second.get_data(as_text=True)
+    assert strict.response(second.json).output_text == f"Answer to '{prompt}': {said}"
+    messages = model.bodies("/v1/chat/completions")[-1]["messages"]
+    assert messages[-2]["tool_calls"][0]["id"] == call.call_id and messages[-1]["tool_call_id"] == call.call_id
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_client_tool_search_loads_tools_the_model_can_call_next(scripted_app, stream):
+    from tests import strict_types as strict
+    from tests.scripted_model import MODEL
+
+    app, model = scripted_app
+    search = {"type": "tool_search", "execution": "client", "description": "Find more tools."}
+    resp = _post(app, {"model": MODEL, "input": "find a tool", "tools": [search], "stream": stream})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    if stream:
+        first = strict.response(strict.stream(strict.sse_events(resp.get_data(as_text=True))))
+    else:
+        first = strict.response(resp.json)
+    [call] = first.output
+    assert call.type == "tool_search_call" and call.execution == "client" and call.arguments == {"query": "query-value"}
+
+    found = {
+        "type": "tool_search_output",
+        "call_id": call.call_id,
+        "execution": "client",
+        "status": "completed",
+        "tools": [{**LOOKUP, "strict": False}],
+    }
+    second = _post(app, {"model": MODEL, "previous_response_id": first.id, "tools": [search], "input": [found]})
+    assert second.status_code == 200, second.get_data(as_text=True)
+    [lookup] = strict.response(second.json).output
+    assert lookup.type == "function_call" and lookup.name == "lookup"  # a tool the search loaded
+    sent = model.bodies("/v1/chat/completions")[-1]
+    assert [t["function"]["name"] for t in sent["tools"]] == ["tool_search", "lookup"]
+    assert sent["messages"][-1] == {"role": "tool", "tool_call_id": call.call_id, "content": "Loaded tools: lookup"}
+
+
+def test_allowed_tools_offers_only_those_and_keeps_the_mode():
+    tools = [LOOKUP, {**LOOKUP, "name": "other"}, {"type": "shell"}, TOOLS[0]]
+    choice = {
+        "type": "allowed_tools",
+        "mode": "required",
+        "tools": [{"type": "shell"}, {"type": "namespace", "name": "repo"}],
+    }
+    chat = to_chat({"model": "m", "tools": tools, "tool_choice": choice}, [], [], max_tokens_param="max_tokens")
+    assert [t["function"]["name"] for t in chat["tools"]] == ["shell", "repo__lookup"]
+    assert chat["tool_choice"] == "required"
+    shell = to_chat({"model": "m", "tools": tools, "tool_choice": {"type": "shell"}}, [], [], max_tokens_param="m")
+    assert shell["tool_choice"] == {"type": "function", "function": {"name": "shell"}}
+
+
+def test_a_history_begun_on_a_native_provider_continues_on_an_emulated_one(scripted_app):
+    """Items a native provider made (its hosted searches, a shell call, encrypted reasoning) in the input of a
+    stateless client (store: false, as Codex sends): the platform's own are left out, the rest carried over."""
+    from tests import strict_types as strict
+    from tests.scripted_model import MODEL
+
+    app, model = scripted_app
+    history = [
+        {"type": "message", "role": "user", "content": "what is new, then run `ls`"},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA..."},
+        {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"type": "search", "query": "new"}},
+        {
+            "type": "shell_call",
+            "id": "sh_1",
+            "call_id": "call_sh",
+            "action": {"commands": ["ls"], "timeout_ms": None, "max_output_length": None},
+            "status": "completed",
+        },
+        {
+            "type": "shell_call_output",
+            "call_id": "call_sh",
+            "output": [{"stdout": "a.txt", "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}],
+        },
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Nothing new; a.txt."}]},
+        {"type": "message", "role": "user", "content": "thanks"},
+    ]
+    tools = [{"type": "shell", "environment": {"type": "local"}}, {"type": "web_search"}]
+    resp = _post(app, {"model": MODEL, "input": history, "tools": tools, "store": False})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert strict.response(resp.json).status == "completed"
+    messages = model.bodies("/v1/chat/completions")[-1]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "user"]
+    assert messages[1]["tool_calls"][0]["function"] == {"name": "shell", "arguments": '{"commands": ["ls"]}'}
+    assert messages[2]["content"] == "a.txt\n[exit code 0]"

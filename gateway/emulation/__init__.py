@@ -20,6 +20,7 @@ from ..upstream import Upstream, UpstreamResponse
 from . import request as translate
 from . import response as build
 from .stream import StreamTranslator
+from .tools import found_tools
 
 
 def chat_completions(upstream: Upstream, target: Target, chat: dict, *, stream: bool = False) -> UpstreamResponse:
@@ -56,6 +57,8 @@ def create(upstream: Upstream, out: Outgoing, finish: Callable[[dict], None]) ->
         hosted_tools=provider.hosted_tools or "omit",
         omitted=omitted,
     )
+    # The tools a call can name: the request's, and those a tool search loaded earlier in the conversation.
+    names = translate.tool_names([*(body.get("tools") or []), *found_tools(history), *found_tools(new_items)])
     response_id = response_id or build.new_id("resp")
     resp = chat_completions(upstream, target, chat, stream=stream)
     if stream and resp.status < 300:
@@ -67,13 +70,13 @@ def create(upstream: Upstream, out: Outgoing, finish: Callable[[dict], None]) ->
             )
         events = opened_events(resp)
         skeleton = build.skeleton(body, response_id, int(time.time()), previous_response_id)
-        translator = StreamTranslator(skeleton)
+        translator = StreamTranslator(skeleton, names)
         stream = _events(resp, events, translator, on_final)
         return _said(Reply(200, passed_headers(resp), stream=stream, abort=resp.abort, primed=True), omitted)
     reply = json_reply(resp)
     if reply.data is None:  # a provider error, already in the OpenAI shape
         return reply
-    final = build.from_chat(body, reply.data, response_id, previous_response_id)
+    final = build.from_chat(body, reply.data, response_id, previous_response_id, names)
     on_final(final)
     return _said(Reply(200, reply.headers, orjson.dumps(final), data=final), omitted)
 

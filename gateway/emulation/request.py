@@ -7,10 +7,12 @@ import json
 from typing import Any
 
 from ..errors import InvalidRequest
+from . import tools as client
 
-# Tool types other than function and namespace (functions grouped under a name, translated here) are run
-# by the platform (web_search, file_search, code_interpreter, image_generation, computer, hosted shell,
-# mcp…) or not known yet: the provider's ``hosted_tools`` policy says whether they are left out or refused.
+# Tool types other than function, custom, namespace (functions grouped under a name) and those the client
+# runs (local_shell, shell, apply_patch, tool_search: tools.py), all translated here, are run by the platform
+# (web_search, file_search, code_interpreter, image_generation, computer, hosted shell, mcp…) or not known
+# yet: the provider's ``hosted_tools`` policy says whether they are left out or refused.
 # Chat Completions function names are at most 64 characters.
 _NAME_MAX = 64
 
@@ -89,8 +91,10 @@ def to_chat(
     chat: dict[str, Any] = {k: v for k, v in body.items() if k not in _HANDLED}
     chat["model"] = body["model"]
     chat["messages"] = messages
-    if body.get("tools"):
-        tools = _chat_tools(body["tools"], hosted_tools, omitted if omitted is not None else [])
+    found = client.found_tools(history) + client.found_tools(new_items)
+    if body.get("tools") or found:
+        tools = _chat_tools([*(body.get("tools") or []), *found], hosted_tools, omitted if omitted is not None else [])
+        tools = _allowed(tools, body.get("tool_choice"))
         if tools:
             chat["tools"] = tools
             if body.get("parallel_tool_calls") is not None:
@@ -138,18 +142,24 @@ def _append_items(messages: list[dict], items: list[dict], param: str, offset_pa
             call = {"id": item.get("call_id"), "type": "function", "function": {"name": name, "arguments": arguments}}
             if not isinstance(call["id"], str) or not isinstance(call["function"]["name"], str):
                 raise InvalidRequest("A function_call item needs call_id and name.", param=where)
-            last = messages[-1] if messages else None
-            # Consecutive calls (and calls right after the assistant's text) form one assistant turn.
-            if last is not None and last["role"] == "assistant" and not _followed_by_tool(messages):
-                last.setdefault("tool_calls", []).append(call)
-            else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            _add_call(messages, call)
+        elif kind in client.CALL_TYPES:
+            if not isinstance(item.get("call_id"), str):
+                continue  # run by the platform (a server tool search): its result is in what follows
+            _add_call(messages, client.chat_call(item))
         elif kind in ("function_call_output", "custom_tool_call_output"):
             if not isinstance(item.get("call_id"), str):
                 raise InvalidRequest("A function_call_output item needs a call_id.", param=f"{where}.call_id")
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": _tool_output(item, where)})
+        elif kind in client.OUTPUT_TYPES:
+            call_id = client.output_call_id(item)
+            if isinstance(call_id, str):
+                messages.append({"role": "tool", "tool_call_id": call_id, "content": client.output_text(item)})
         elif kind == "reasoning":
             continue  # provider-specific and not replayable over Chat Completions
+        elif kind in _PLATFORM_ITEMS:
+            # A history begun on a provider that ran these itself: what they found is in the answer after them.
+            continue
         elif kind == "item_reference":
             # The relay replaces the references it can resolve; one left here names an item the gateway
             # never held (a native provider's, say), which a Chat Completions provider cannot look up.
@@ -158,7 +168,37 @@ def _append_items(messages: list[dict], items: list[dict], param: str, offset_pa
             raise _unsupported(where, f"Input items of type '{kind}' are not available for this provider.")
 
 
-_CALL_ITEMS = frozenset({"function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output"})
+_CALL_ITEMS = frozenset(
+    {"function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output"}
+    | set(client.CALL_TYPES)
+    | set(client.OUTPUT_TYPES)
+)
+# Items of tools the platform runs, in a history that began on a native provider, and the tools an
+# additional_tools item brings (offered to the model as tools, not as a message).
+_PLATFORM_ITEMS = frozenset(
+    {
+        "web_search_call",
+        "file_search_call",
+        "code_interpreter_call",
+        "image_generation_call",
+        "computer_call",
+        "computer_call_output",
+        "mcp_list_tools",
+        "mcp_call",
+        "mcp_approval_request",
+        "mcp_approval_response",
+        "additional_tools",
+    }
+)
+
+
+def _add_call(messages: list[dict], call: dict) -> None:
+    last = messages[-1] if messages else None
+    # Consecutive calls (and calls right after the assistant's text) form one assistant turn.
+    if last is not None and last["role"] == "assistant" and not _followed_by_tool(messages):
+        last.setdefault("tool_calls", []).append(call)
+    else:
+        messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
 
 
 def _not_in(items: list[dict], history: list[dict]) -> list[dict]:
@@ -169,13 +209,17 @@ def _not_in(items: list[dict], history: list[dict]) -> list[dict]:
     if not history or not items:
         return items
     ids = {i["id"] for i in history if isinstance(i.get("id"), str)}
-    calls = {(i.get("type"), i.get("call_id")) for i in history if i.get("type") in _CALL_ITEMS}
+    calls = {(i.get("type"), _call_id(i)) for i in history if i.get("type") in _CALL_ITEMS}
     return [
         i
         for i in items
         if not (isinstance(i.get("id"), str) and i["id"] in ids)
-        and not (i.get("type") in _CALL_ITEMS and (i.get("type"), i.get("call_id")) in calls)
+        and not (i.get("type") in _CALL_ITEMS and (i.get("type"), _call_id(i)) in calls)
     ]
+
+
+def _call_id(item: dict) -> Any:
+    return client.output_call_id(item) if item.get("type") in client.OUTPUT_TYPES else item.get("call_id")
 
 
 def _followed_by_tool(messages: list[dict]) -> bool:
@@ -275,6 +319,10 @@ def tool_names(tools: Any) -> dict[str, tuple[str | None, str, str]]:
     """
     out: dict[str, tuple[str | None, str, str]] = {}
     for tool in tools or []:
+        spec = client.client_tool(tool) if isinstance(tool, dict) else None
+        if spec is not None:
+            out[spec.type] = (None, spec.type, spec.type)
+            continue
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
             continue
         if tool.get("type") == "custom":
@@ -291,7 +339,10 @@ def _chat_tools(tools: list, hosted_tools: str, omitted: list[str]) -> list[dict
     out = []
     for index, tool in enumerate(tools):
         kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind in ("function", "custom"):
+        spec = client.client_tool(tool) if kind else None
+        if spec is not None:
+            out.append(client.function(tool, spec))
+        elif kind in ("function", "custom"):
             out.append(_tool(f"tools[{index}]", tool))
         elif kind == "namespace":
             if not isinstance(tool.get("name"), str) or not tool["name"]:
@@ -312,7 +363,28 @@ def _chat_tools(tools: list, hosted_tools: str, omitted: list[str]) -> list[dict
         else:
             # A model cannot call a tool it is not shown: leaving it out is safe, and said in the reply.
             omitted.append(str(kind))
-    return out
+    # A tool found again by a later search (or named twice) is offered once: chat APIs refuse duplicate names.
+    return list({t["function"]["name"]: t for t in out}.values())
+
+
+def _allowed(tools: list[dict], choice: Any) -> list[dict]:
+    """``allowed_tools`` as every chat API can take it: the tools offered are only the allowed ones."""
+    if not (isinstance(choice, dict) and choice.get("type") == "allowed_tools"):
+        return tools
+    names = set()
+    for tool in choice.get("tools") or []:
+        if not isinstance(tool, dict):
+            continue
+        spec = client.client_tool({**tool, "execution": tool.get("execution", "client")})
+        if spec is not None:
+            names.add(spec.type)
+        elif tool.get("type") == "namespace" and isinstance(tool.get("name"), str):
+            prefix = tool["name"] + "__"
+            names.update(t["function"]["name"] for t in tools if t["function"]["name"].startswith(prefix))
+        elif isinstance(tool.get("name"), str):
+            namespace = tool.get("namespace") if isinstance(tool.get("namespace"), str) else None
+            names.add(chat_name(namespace, tool["name"]))
+    return [t for t in tools if t["function"]["name"] in names]
 
 
 def _tool(where: str, tool: dict, namespace: str | None = None) -> dict:
@@ -371,6 +443,11 @@ def _tool_choice(choice: Any, hosted_tools: str = "omit") -> Any:
     if isinstance(choice, dict) and choice.get("type") == "custom" and isinstance(choice.get("name"), str):
         namespace = choice.get("namespace") if isinstance(choice.get("namespace"), str) else None
         return {"type": "function", "function": {"name": chat_name(namespace, choice["name"])}}
+    if isinstance(choice, dict) and choice.get("type") in ("shell", "apply_patch", "local_shell"):
+        return {"type": "function", "function": {"name": choice["type"]}}
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        # The offered tools are cut to the allowed ones (_allowed); the mode is what remains of the choice.
+        return "required" if choice.get("mode") == "required" else "auto"
     hosted = isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools", "custom", "mcp")
     if hosted and hosted_tools == "omit":
         return "auto"  # a tool left out cannot be chosen: the model chooses among the others

@@ -6,6 +6,7 @@ import time
 import uuid
 from typing import Any
 
+from . import tools as client
 from .request import custom_input, tool_names
 
 
@@ -159,12 +160,17 @@ def function_call_item(
 
 def name_as_called(item: dict, names: dict) -> None:
     """The call as the client's item: its name (and namespace) for a call the provider made by its Chat
-    Completions name, and a custom tool's call as a ``custom_tool_call`` with its ``input``.
+    Completions name, a custom tool's call as a ``custom_tool_call`` with its ``input``, and a tool the client
+    runs (shell, apply_patch…) as its own call item.
     """
     found = names.get(item["name"])
     if found is None:
         return
-    namespace, item["name"], kind = found
+    namespace, name, kind = found
+    if kind in client.CLIENT_TOOLS:
+        client.call_item(item, client.CLIENT_TOOLS[kind], item.get("arguments") or "")
+        return
+    item["name"] = name
     if namespace is not None:
         item["namespace"] = namespace
     if kind == "custom":
@@ -183,8 +189,10 @@ def finish(response: dict, finish_reason: str | None, chat_usage: Any) -> dict:
     return response
 
 
-def from_chat(body: dict, chat: dict, response_id: str, previous_response_id: str | None) -> dict:
-    """A whole Chat Completions answer -> the final Response object."""
+def from_chat(
+    body: dict, chat: dict, response_id: str, previous_response_id: str | None, names: dict | None = None
+) -> dict:
+    """A whole Chat Completions answer -> the final Response object; ``names`` as ``tool_names`` gives them."""
     response = skeleton(body, response_id, int(time.time()), previous_response_id)
     response["model"] = chat.get("model") or body["model"]
     choices = chat.get("choices") or [{}]
@@ -202,7 +210,7 @@ def from_chat(body: dict, chat: dict, response_id: str, previous_response_id: st
         text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
     if text or refusal:
         output.append(message_item(new_id("msg"), text if text else None, refusal, item_status))
-    names = tool_names(body.get("tools"))
+    names = tool_names(body.get("tools")) if names is None else names
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
         output.append(

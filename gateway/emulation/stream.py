@@ -7,6 +7,7 @@ from typing import Any
 
 from .. import sse
 from . import response as build
+from . import tools as client
 from .request import custom_input, tool_names
 
 
@@ -20,10 +21,11 @@ class StreamTranslator:
     ids minted); it becomes the final object.
     """
 
-    def __init__(self, response: dict):
+    def __init__(self, response: dict, names: dict | None = None):
         self.response = response
-        # Namespaced tools' Chat Completions names -> (namespace, name), from the tools the response echoes.
-        self._names = tool_names(response.get("tools"))
+        # Chat Completions names of tools that are not plain functions -> (namespace, name, kind): given, or
+        # from the tools the response echoes.
+        self._names = tool_names(response.get("tools")) if names is None else names
         self.seq = 0
         self.finish_reason: str | None = None
         self.usage: Any = None
@@ -49,6 +51,10 @@ class StreamTranslator:
         index = len(self.response["output"])
         self.response["output"].append(item)
         entry = {"kind": kind, "index": index, "item": item, "text": []}
+        if kind == "client":
+            # Announced when whole: its item's required fields (a shell call's commands, a patch's operation)
+            # come out of the complete arguments.
+            return entry, out
         added = copy.deepcopy(item)
         if kind == "message" or kind == "reasoning":
             added["content"] = []
@@ -100,6 +106,16 @@ class StreamTranslator:
             base = {"item_id": item["id"], "output_index": index}
             out.append(self._event({"type": "response.custom_tool_call_input.delta", **base, "delta": item["input"]}))
             out.append(self._event({"type": "response.custom_tool_call_input.done", **base, "input": item["input"]}))
+        elif kind == "client":
+            client.call_item(item, client.CLIENT_TOOLS[current["tool"]], current["arguments"])
+            added = {**copy.deepcopy(item), "status": "in_progress"}
+            out.append(self._event({"type": "response.output_item.added", "output_index": index, "item": added}))
+            if item["type"] == "shell_call":
+                for n, command in enumerate(item["action"]["commands"]):
+                    at = {"output_index": index, "command_index": n}
+                    out.append(self._event({"type": "response.shell_call_command.added", **at, "command": ""}))
+                    out.append(self._event({"type": "response.shell_call_command.delta", **at, "delta": command}))
+                    out.append(self._event({"type": "response.shell_call_command.done", **at, "command": command}))
         elif kind == "function_call":
             out.append(
                 self._event(
@@ -170,15 +186,17 @@ class StreamTranslator:
         out: list[sse.Event] = []
         entry = self._calls.get(index)
         if entry is None:
+            name = function.get("name") or ""
             item = build.function_call_item(
-                build.new_id("fc"),
-                call.get("id") or build.new_id("call"),
-                function.get("name") or "",
-                "",
-                status="in_progress",
-                names=self._names,
+                build.new_id("fc"), call.get("id") or build.new_id("call"), name, "", status="in_progress"
             )
-            entry, opened = self._open_item(item["type"], item)
+            tool = self._names.get(name, (None, None, None))[2]
+            if tool in client.CLIENT_TOOLS:
+                entry, opened = self._open_item("client", item)
+                entry["tool"] = tool
+            else:
+                build.name_as_called(item, self._names)
+                entry, opened = self._open_item(item["type"], item)
             entry["arguments"] = ""
             self._calls[index] = entry
             out += opened
@@ -186,7 +204,7 @@ class StreamTranslator:
             entry["item"]["name"] = function["name"]
             build.name_as_called(entry["item"], self._names)
         piece = function.get("arguments") or ""
-        if piece and entry["kind"] == "custom_tool_call":
+        if piece and entry["kind"] in ("custom_tool_call", "client"):
             entry["arguments"] += piece  # the input comes out of the whole object, at the end
         elif piece:
             item = entry["item"]
