@@ -77,9 +77,53 @@ def test_parameters_are_mapped_and_extras_forwarded():
         }
     )
     assert out["max_tokens"] == 50 and out["temperature"] == 0.2 and out["top_p"] == 0.9
-    assert out["reasoning_effort"] == "low" and out["user"] == "u1" and out["top_k"] == 5
+    assert out["top_k"] == 5  # an extra the caller meant for the provider
     assert out["stream_options"] == {"include_usage": True}
-    assert not {"metadata", "store", "include", "max_output_tokens"} & set(out)
+    # Responses fields a chat API would not know reach it only where the provider's entry lists them.
+    assert not {"metadata", "store", "include", "max_output_tokens", "reasoning_effort", "safety_identifier"} & set(out)
+
+
+def test_the_responses_fields_a_provider_lists_reach_it_by_their_chat_names():
+    body = {
+        "model": "m",
+        "input": "hi",
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "text": {"verbosity": "low"},
+        "safety_identifier": "u1",
+        "prompt_cache_key": "k1",
+        "prompt_cache_retention": "24h",
+        "client_metadata": {"turn_id": "t"},
+        "service_tier": "flex",
+    }
+    listed = ("reasoning.effort", "text.verbosity", "safety_identifier", "prompt_cache_key", "client_metadata")
+    out = to_chat(body, [], input_items_of("hi"), max_tokens_param="max_tokens", chat_fields=listed)
+    assert out["reasoning_effort"] == "low" and out["verbosity"] == "low" and out["safety_identifier"] == "u1"
+    assert out["prompt_cache_key"] == "k1" and out["client_metadata"] == {"turn_id": "t"}
+    assert not {"service_tier", "prompt_cache_retention", "reasoning", "text"} & set(out)
+    bare = to_chat(body, [], input_items_of("hi"), max_tokens_param="max_tokens")
+    assert set(bare) == {"model", "messages"}
+
+
+def test_reasoning_goes_back_only_to_a_provider_that_takes_it():
+    items = [
+        {"type": "message", "role": "user", "content": "weather?"},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "content": [{"type": "reasoning_text", "text": "Hmm."}]},
+        {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "w", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "sun"},
+        {"type": "reasoning", "id": "rs_2", "summary": [], "encrypted_content": "gAAA"},  # a native provider's
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Sunny."}]},
+    ]
+    taken = to_chat({"model": "m"}, items, [], max_tokens_param="m", reasoning_field="reasoning_content")
+    assert taken["messages"][1] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
+        "reasoning_content": "Hmm.",
+    }
+    assert "reasoning_content" not in taken["messages"][3]
+    left_out = to_chat({"model": "m"}, items, [], max_tokens_param="m")
+    assert [m["role"] for m in left_out["messages"]] == ["user", "assistant", "tool", "assistant"]
+    assert not any("reasoning_content" in m for m in left_out["messages"])
 
 
 def test_output_items_of_earlier_turns_become_assistant_turns():

@@ -56,6 +56,8 @@ def create(upstream: Upstream, out: Outgoing, finish: Callable[[dict], None]) ->
         max_tokens_param=provider.max_tokens_param,
         hosted_tools=provider.hosted_tools or "omit",
         omitted=omitted,
+        chat_fields=provider.chat_fields,
+        reasoning_field=provider.reasoning_field,
     )
     # The tools a call can name: the request's, and those a tool search loaded earlier in the conversation.
     names = translate.tool_names([*(body.get("tools") or []), *found_tools(history), *found_tools(new_items)])

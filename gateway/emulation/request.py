@@ -48,10 +48,23 @@ _HANDLED = frozenset(
         "prompt",
         "service_tier",
         "prompt_cache_key",
-        # Codex's per-request metadata about itself: for the platform, never a Chat Completions field.
+        # The rest of openai-python's ResponseCreateParams, and Codex's per-request metadata about itself:
+        # a chat provider gets them only where its catalogue entry lists them (chat_fields).
+        "access_programs",
+        "background_options",
+        "image",
+        "moderation",
+        "prompt_cache_options",
+        "prompt_cache_retention",
         "client_metadata",
     }
 )
+# Responses fields (a dotted name for one inside an object) -> the Chat Completions parameter that means the
+# same; a listed field not named here goes by its own name.
+_CHAT_NAMES = {
+    "reasoning.effort": "reasoning_effort",
+    "text.verbosity": "verbosity",
+}
 _UNSUPPORTED = {
     "prompt": "Stored prompt templates are not available for providers the gateway emulates.",
 }
@@ -69,13 +82,16 @@ def to_chat(
     max_tokens_param: str,
     hosted_tools: str = "omit",
     omitted: list[str] | None = None,
+    chat_fields: tuple[str, ...] = (),
+    reasoning_field: str | None = None,
 ) -> dict:
     """The Chat Completions body for a Responses ``body`` whose earlier turns are ``history``.
 
     ``new_items`` is this turn's input as items. ``instructions`` apply to this turn only, as in the API.
     Raises InvalidRequest naming the parameter for a feature Chat Completions cannot express. Tools the
     platform would run itself are left out (their types appended to ``omitted``) or, with
-    ``hosted_tools = "refuse"``, refused.
+    ``hosted_tools = "refuse"``, refused. ``chat_fields`` are the Responses fields the provider takes (its
+    catalogue entry's); ``reasoning_field`` the assistant message field that carries reasoning back.
     """
     for field, message in _UNSUPPORTED.items():
         if body.get(field):
@@ -84,8 +100,8 @@ def to_chat(
     messages: list[dict] = []
     if body.get("instructions"):
         messages.append({"role": "system", "content": body["instructions"]})
-    _append_items(messages, history, "input")
-    _append_items(messages, _not_in(new_items, history), "input", offset_param=True)
+    _append_items(messages, history, "input", reasoning_field=reasoning_field)
+    _append_items(messages, _not_in(new_items, history), "input", offset_param=True, reasoning_field=reasoning_field)
     _check_tool_outputs(messages)
 
     chat: dict[str, Any] = {k: v for k, v in body.items() if k not in _HANDLED}
@@ -103,18 +119,19 @@ def to_chat(
         chat["tool_choice"] = _tool_choice(body["tool_choice"], hosted_tools)
     if body.get("max_output_tokens") is not None:
         chat[max_tokens_param] = body["max_output_tokens"]
-    for name in ("temperature", "top_p", "service_tier", "prompt_cache_key"):
+    for name in ("temperature", "top_p"):
         if body.get(name) is not None:
             chat[name] = body[name]
     if body.get("top_logprobs"):
         chat["logprobs"] = True
         chat["top_logprobs"] = body["top_logprobs"]
-    user = body.get("safety_identifier") or body.get("user")
-    if user:
-        chat["user"] = user
-    effort = (body.get("reasoning") or {}).get("effort")
-    if effort:
-        chat["reasoning_effort"] = effort
+    for field in chat_fields:
+        head, _, inner = field.partition(".")
+        value = body.get(head)
+        if inner:
+            value = value.get(inner) if isinstance(value, dict) else None
+        if value is not None:
+            chat[_CHAT_NAMES.get(field, field.replace(".", "_"))] = value
     response_format = _response_format((body.get("text") or {}).get("format"))
     if response_format is not None:
         chat["response_format"] = response_format
@@ -125,8 +142,14 @@ def to_chat(
     return chat
 
 
-def _append_items(messages: list[dict], items: list[dict], param: str, offset_param: bool = False) -> None:
+def _append_items(
+    messages: list[dict], items: list[dict], param: str, offset_param: bool = False, reasoning_field: str | None = None
+) -> None:
+    reasoning = None  # the text of a reasoning item, for the assistant message that follows it
     for index, item in enumerate(items):
+        if reasoning and messages and messages[-1]["role"] == "assistant":
+            messages[-1].setdefault(reasoning_field, reasoning)
+            reasoning = None
         where = f"{param}[{index}]" if offset_param else param
         kind = item.get("type", "message")
         if kind == "message":
@@ -156,7 +179,10 @@ def _append_items(messages: list[dict], items: list[dict], param: str, offset_pa
             if isinstance(call_id, str):
                 messages.append({"role": "tool", "tool_call_id": call_id, "content": client.output_text(item)})
         elif kind == "reasoning":
-            continue  # provider-specific and not replayable over Chat Completions
+            # Taken back only by providers whose catalogue names the field; encrypted reasoning (a native
+            # provider's) has no text to give.
+            if reasoning_field:
+                reasoning = _reasoning_text(item) or reasoning
         elif kind in _PLATFORM_ITEMS:
             # A history begun on a provider that ran these itself: what they found is in the answer after them.
             continue
@@ -166,6 +192,13 @@ def _append_items(messages: list[dict], items: list[dict], param: str, offset_pa
             raise InvalidRequest(f"Item with id '{item.get('id')}' not found.", param=where, code="item_not_found")
         else:
             raise _unsupported(where, f"Input items of type '{kind}' are not available for this provider.")
+    if reasoning and messages and messages[-1]["role"] == "assistant":
+        messages[-1].setdefault(reasoning_field, reasoning)
+
+
+def _reasoning_text(item: dict) -> str:
+    parts = item.get("content") or item.get("summary") or []
+    return "".join(p.get("text", "") for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
 
 
 _CALL_ITEMS = frozenset(

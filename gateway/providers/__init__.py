@@ -46,6 +46,12 @@ class Provider:
     # Emulated providers: tools the platform runs itself (web_search, file_search…), left out ("omit") or
     # refused ("refuse"); None: the gateway's hosted_tools setting.
     hosted_tools: str | None = None
+    # Chat providers: the Responses fields their Chat Completions API takes (reasoning.effort, user,
+    # prompt_cache_key…: catalogue.toml lists them). Fields of the Responses API not listed stay in the gateway.
+    chat_fields: tuple[str, ...] = ()
+    # Chat providers that take reasoning back: the assistant message's field for it ("reasoning_content");
+    # None: reasoning items in the input are left out of the chat request.
+    reasoning_field: str | None = None
     # Why the entry cannot be used yet (an unfilled placeholder); None when usable.
     unconfigured: str | None = None
 
@@ -63,7 +69,14 @@ class Provider:
         return headers
 
 
-_TYPES = {"str": str, "bool": bool, "dict": dict, "str | None": str, "dict[str, str]": dict}
+_TYPES = {
+    "str": str,
+    "bool": bool,
+    "dict": dict,
+    "str | None": str,
+    "dict[str, str]": dict,
+    "tuple[str, ...]": list,
+}
 # URL schemes a base_url may have: mock:// is the built-in mock model, answered in-process (gateway/mock.py).
 _SCHEMES = ("http://", "https://", "mock://")
 
@@ -87,9 +100,12 @@ def _build(name: str, entry: dict[str, Any]) -> Provider:
             raise CatalogueError("must be a non-empty string", key=f"providers.{name}.{required}")
     for key, value in known.items():
         kind = _TYPES[fields[key]]
-        if not isinstance(value, kind) or (kind is dict and not all(isinstance(v, str) for v in value.values())):
-            what = {str: "a string", bool: "true or false", dict: "a table of strings"}[kind]
+        strings = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        if not isinstance(value, kind) or not all(isinstance(v, str) for v in strings):
+            what = {str: "a string", bool: "true or false", dict: "a table of strings", list: "a list of strings"}[kind]
             raise CatalogueError(f"must be {what}, not {value!r}", key=f"providers.{name}.{key}")
+        if kind is list:
+            known[key] = tuple(value)
     if known.get("hosted_tools") not in (None, "omit", "refuse"):
         raise CatalogueError(
             f"must be omit or refuse, not {known['hosted_tools']!r}", key=f"providers.{name}.hosted_tools"
