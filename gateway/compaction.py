@@ -110,6 +110,14 @@ def expand(sealer: Sealer, tenant: str, items: list[dict], param: str = "input")
     return out
 
 
+def trigger_index(items: list[dict]) -> int | None:
+    """Where a ``compaction_trigger`` item is in ``items`` (it must be the last), or None."""
+    for i, item in enumerate(items):
+        if item.get("type") == "compaction_trigger":
+            return i
+    return None
+
+
 def since_last(history: list[dict]) -> list[dict]:
     """Stored history from its latest gateway compaction item on: that item summarises all before it."""
     for i in range(len(history) - 1, -1, -1):

@@ -12,7 +12,7 @@ from .background.service import Background
 from .compaction import Sealer
 from .config import Settings
 from .extensions.background import BackgroundSubmission
-from .extensions.compaction import AutoCompaction
+from .extensions.compaction import AutoCompaction, CompactionTrigger
 from .extensions.warmup import WarmUp
 from .observe import Observer
 from .providers import Catalogue
@@ -51,7 +51,7 @@ def init_app(app: Flask, settings: Settings) -> Services:
     # Tenant digests must agree across workers and hosts and survive restarts: one salt, kept in the store.
     salt = settings.key_salt or (lambda: store.secret("key_salt"))
     catalogue = Catalogue(settings.providers, hosted_tools=settings.hosted_tools)
-    extensions = (BackgroundSubmission(), AutoCompaction(), WarmUp())
+    extensions = (BackgroundSubmission(), CompactionTrigger(), AutoCompaction(), WarmUp())
     svc = Services(
         settings=settings,
         catalogue=catalogue,

@@ -19,6 +19,7 @@ def settings(fake, tmp_path):
         "providers": {
             "openai": {"base_url": fake.url},
             "fakechat": {"base_url": fake.url, "api": "chat"},
+            "fakenative": {"base_url": fake.url, "api": "responses"},  # a Responses API without compaction
             "fakeanthropic": {
                 "base_url": fake.url,
                 "api": "chat",
@@ -106,6 +107,51 @@ def test_compaction_is_passed_through_where_the_provider_has_it(client, fake):
     assert resp.status_code == 200
     assert resp.json["output"][0]["encrypted_content"].startswith("fake-compaction:")
     assert _sent(fake, "/responses/compact") == [{"model": "m", "input": "hello"}]
+
+
+TRIGGERED = [{"role": "user", "content": "My name is Ada."}, {"type": "compaction_trigger"}]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("provider", ["fakechat", "fakenative"])
+def test_a_compaction_trigger_answers_one_compaction_item_made_by_the_gateway(client, fake, provider, stream):
+    from tests import strict_types as strict
+
+    headers = {**CHAT, "x-portkey-provider": provider}
+    resp = client.post("/v1/responses", json={"model": "m", "input": TRIGGERED, "stream": stream}, headers=headers)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    if stream:
+        events = strict.sse_events(resp.get_data(as_text=True))
+        assert "response.compaction.compacting" in [e["type"] for e in events]
+        made = strict.response(strict.stream(events))
+    else:
+        made = strict.response(resp.json)
+    [item] = made.output
+    assert made.status == "completed" and made.usage.total_tokens > 0
+    assert item.type == "compaction" and item.encrypted_content.startswith(PREFIX)
+    [asked] = _sent(fake, "/chat/completions")  # the summary, asked over Chat Completions
+    assert asked["messages"][0] == {"role": "user", "content": "My name is Ada."}
+    assert _sent(fake, "/responses") == []
+
+    # The next turn starts from the summary: the provider gets it, not the turns it replaced.
+    fake.reset()
+    after = client.post(
+        "/v1/responses", json={"model": "m", "input": "Who am I?", "previous_response_id": made.id}, headers=headers
+    )
+    assert after.status_code == 200, after.json
+    [sent] = _sent(fake, "/chat/completions" if provider == "fakechat" else "/responses")
+    first = sent["messages"][0] if provider == "fakechat" else sent["input"][0]
+    assert first["content"].startswith(SUMMARY_HEADER) and "My name is Ada." not in str(sent)
+
+
+def test_a_compaction_trigger_goes_to_a_provider_that_compacts_itself_and_must_be_last(client, fake):
+    assert client.post("/v1/responses", json={"model": "m", "input": TRIGGERED}, headers=NATIVE).status_code == 200
+    [sent] = _sent(fake, "/responses")
+    assert sent["input"][-1] == {"type": "compaction_trigger"}
+    fake.reset()
+    wrong = client.post("/v1/responses", json={"model": "m", "input": TRIGGERED[::-1]}, headers=CHAT)
+    assert wrong.status_code == 400 and wrong.json["error"]["param"] == "input[0]"
+    assert fake.requests == []
 
 
 def test_compaction_of_a_conversation_and_of_a_previous_response(client, fake):

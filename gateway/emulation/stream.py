@@ -32,7 +32,8 @@ class StreamTranslator:
         self._open: dict | None = None  # the text or reasoning item being streamed: {"kind", "index", "item", "text"}
         self._calls: dict[int, dict] = {}  # chat tool-call index -> its open entry, as above
 
-    def _event(self, payload: dict) -> sse.Event:
+    def event(self, payload: dict) -> sse.Event:
+        """``payload`` numbered as the next event of this stream."""
         payload["sequence_number"] = self.seq
         self.seq += 1
         return sse.Event.of(payload)
@@ -40,8 +41,8 @@ class StreamTranslator:
     def start(self) -> list[sse.Event]:
         snapshot = copy.deepcopy(self.response)
         return [
-            self._event({"type": "response.created", "response": snapshot}),
-            self._event({"type": "response.in_progress", "response": snapshot}),
+            self.event({"type": "response.created", "response": snapshot}),
+            self.event({"type": "response.in_progress", "response": snapshot}),
         ]
 
     # ------------------------------------------------------------------ items
@@ -58,10 +59,10 @@ class StreamTranslator:
         added = copy.deepcopy(item)
         if kind == "message" or kind == "reasoning":
             added["content"] = []
-        out.append(self._event({"type": "response.output_item.added", "output_index": index, "item": added}))
+        out.append(self.event({"type": "response.output_item.added", "output_index": index, "item": added}))
         if kind == "message":
             out.append(
-                self._event(
+                self.event(
                     {
                         "type": "response.content_part.added",
                         "item_id": item["id"],
@@ -84,13 +85,13 @@ class StreamTranslator:
             part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
             item["content"] = [part]
             base = {"item_id": item["id"], "output_index": index, "content_index": 0}
-            out.append(self._event({"type": "response.output_text.done", **base, "text": text, "logprobs": []}))
-            out.append(self._event({"type": "response.content_part.done", **base, "part": part}))
+            out.append(self.event({"type": "response.output_text.done", **base, "text": text, "logprobs": []}))
+            out.append(self.event({"type": "response.content_part.done", **base, "part": part}))
         elif kind == "reasoning":
             text = "".join(current["text"])
             item["content"] = [{"type": "reasoning_text", "text": text}]
             out.append(
-                self._event(
+                self.event(
                     {
                         "type": "response.reasoning_text.done",
                         "item_id": item["id"],
@@ -104,21 +105,21 @@ class StreamTranslator:
             item.pop("status", None)  # custom tool calls have none
             item["input"] = custom_input(current["arguments"])
             base = {"item_id": item["id"], "output_index": index}
-            out.append(self._event({"type": "response.custom_tool_call_input.delta", **base, "delta": item["input"]}))
-            out.append(self._event({"type": "response.custom_tool_call_input.done", **base, "input": item["input"]}))
+            out.append(self.event({"type": "response.custom_tool_call_input.delta", **base, "delta": item["input"]}))
+            out.append(self.event({"type": "response.custom_tool_call_input.done", **base, "input": item["input"]}))
         elif kind == "client":
             client.call_item(item, client.CLIENT_TOOLS[current["tool"]], current["arguments"])
             added = {**copy.deepcopy(item), "status": "in_progress"}
-            out.append(self._event({"type": "response.output_item.added", "output_index": index, "item": added}))
+            out.append(self.event({"type": "response.output_item.added", "output_index": index, "item": added}))
             if item["type"] == "shell_call":
                 for n, command in enumerate(item["action"]["commands"]):
                     at = {"output_index": index, "command_index": n}
-                    out.append(self._event({"type": "response.shell_call_command.added", **at, "command": ""}))
-                    out.append(self._event({"type": "response.shell_call_command.delta", **at, "delta": command}))
-                    out.append(self._event({"type": "response.shell_call_command.done", **at, "command": command}))
+                    out.append(self.event({"type": "response.shell_call_command.added", **at, "command": ""}))
+                    out.append(self.event({"type": "response.shell_call_command.delta", **at, "delta": command}))
+                    out.append(self.event({"type": "response.shell_call_command.done", **at, "command": command}))
         elif kind == "function_call":
             out.append(
-                self._event(
+                self.event(
                     {
                         "type": "response.function_call_arguments.done",
                         "item_id": item["id"],
@@ -128,7 +129,7 @@ class StreamTranslator:
                     }
                 )
             )
-        out.append(self._event({"type": "response.output_item.done", "output_index": index, "item": item}))
+        out.append(self.event({"type": "response.output_item.done", "output_index": index, "item": item}))
         return out
 
     # ------------------------------------------------------------------ chunks
@@ -177,7 +178,7 @@ class StreamTranslator:
         }
         if kind == "message":
             payload["logprobs"] = []
-        out.append(self._event(payload))
+        out.append(self.event(payload))
         return out
 
     def _tool_call(self, call: dict) -> list[sse.Event]:
@@ -210,7 +211,7 @@ class StreamTranslator:
             item = entry["item"]
             item["arguments"] += piece
             out.append(
-                self._event(
+                self.event(
                     {
                         "type": "response.function_call_arguments.delta",
                         "item_id": item["id"],
@@ -234,7 +235,7 @@ class StreamTranslator:
         out = self._close_all(status)
         final = build.finish(self.response, self.finish_reason, self.usage)
         kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
-        out.append(self._event({"type": kind, "response": final}))
+        out.append(self.event({"type": kind, "response": final}))
         return final, out
 
     def fail(self, code: str, message: str) -> tuple[dict, list[sse.Event]]:
@@ -243,5 +244,5 @@ class StreamTranslator:
         self.response["status"] = "failed"
         self.response["error"] = {"code": code, "message": message}
         self.response["usage"] = build.usage(self.usage) if self.usage else None
-        out.append(self._event({"type": "response.failed", "response": self.response}))
+        out.append(self.event({"type": "response.failed", "response": self.response}))
         return self.response, out

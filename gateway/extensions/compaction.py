@@ -1,9 +1,14 @@
-"""Auto-compaction (``context_management`` with a ``compact_threshold``), where the provider does not compact
-itself: past the threshold, the gateway has the model summarise the history and sends the summary instead.
+"""Compaction inside a turn, where the provider does not compact itself.
+
+- Auto-compaction (``context_management`` with a ``compact_threshold``): past the threshold, the gateway has
+  the model summarise the history and sends the summary instead.
+- ``compaction_trigger`` as the last input item (Codex's remote compaction): the response's one output is
+  a compaction item of the whole context, made as ``/v1/responses/compact`` makes it.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +16,9 @@ import orjson
 
 from .. import compaction, emulation
 from ..call import Context, Turn
-from ..errors import GatewayError
+from ..emulation import response as build
+from ..emulation.stream import StreamTranslator
+from ..errors import GatewayError, InvalidRequest
 from ..reply import Reply
 from ..tokens import count_offline
 
@@ -76,3 +83,43 @@ def _compact(
     if history:
         return [item], rest, item
     return [], [item, *rest], None
+
+
+class CompactionTrigger:
+    def plan(self, ctx: Context, turn: Turn, plan: Any, finish: Callable[[dict], None]) -> Reply | None:
+        items = plan.new_items
+        where = compaction.trigger_index(items)
+        if where is None:
+            return None
+        if where != len(items) - 1:
+            raise InvalidRequest("A compaction_trigger item must be the last input item.", param=f"input[{where}]")
+        if plan.native and plan.target.provider.compact:
+            return None  # the provider compacts itself
+        svc, tenant = ctx.svc, ctx.caller.tenant
+        context = compaction.expand(svc.sealer, tenant, plan.history + items[:-1])
+        made = compaction.summarise(svc.upstream, plan.target, turn.body["model"], context)
+        if isinstance(made, Reply):
+            return made
+        summary, usage = made
+        plan.native = False  # the gateway made this response: a native provider could not continue it by id
+        return _answer(plan.body, turn.prev_id, svc.sealer.item(tenant, summary), usage, finish)
+
+
+def _answer(body: dict, previous_response_id: str | None, item: dict, usage: dict, finish: Callable) -> Reply:
+    """The completed Response whose one output is ``item``, kept by ``finish`` first; as events for a stream."""
+    body = {k: v for k, v in body.items() if k != "context_management"}
+    translator = StreamTranslator(build.skeleton(body, build.new_id("resp"), int(time.time()), previous_response_id))
+    opening = translator.start()
+    translator.response["output"].append(item)
+    index = {"output_index": 0}
+    made = [
+        translator.event({"type": "response.output_item.added", **index, "item": item}),
+        translator.event({"type": "response.compaction.compacting", **index, "item_id": item["id"]}),
+        translator.event({"type": "response.output_item.done", **index, "item": item}),
+    ]
+    translator.finish_reason, translator.usage = "stop", usage
+    final, closing = translator.complete()
+    finish(final)
+    if body.get("stream"):
+        return Reply(200, {}, stream=iter(opening + made + closing), primed=True)
+    return Reply(200, {}, orjson.dumps(final), data=final)

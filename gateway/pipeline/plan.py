@@ -72,6 +72,7 @@ def make_plan(svc: Services, caller: Caller, turn: Turn, target: Target) -> Plan
         not native_call
         or switched
         or compaction.by_gateway(body, target.provider, native_call)
+        or (compaction.trigger_index(turn.input.items) is not None and not target.provider.compact)
         or (source is not None and not turn.keep)
     ):
         # (A response only the door's source will hold needs the conversation before it.)
