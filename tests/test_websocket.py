@@ -126,21 +126,30 @@ def test_previous_response_not_found_on_a_fresh_socket(sdk, provider):
         assert again.type == "response.completed"
 
 
+@pytest.mark.parametrize("store", [False, True], ids=["store-false", "store-true"])
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_a_failed_turn_then_a_good_one(sdk, fake, provider):
+def test_a_failed_continuation_evicts_the_response_it_continued(sdk, fake, provider, store):
+    # As the API's WebSocket mode does: a turn that fails takes its previous response out of the socket's
+    # memory, so no continuation builds on state the failure may have left half-made. A stored one reads
+    # back from the store.
     with sdk(provider).responses.connect() as conn:
-        _, first = run_turn(conn, input="remember seven", store=False)
+        _, first = run_turn(conn, input="remember seven", store=store)
         fake.knobs["status"] = 400
         try:
-            _, failed = run_turn(conn, input="which?", store=False, previous_response_id=first.response.id)
+            _, failed = run_turn(conn, input="which?", store=store, previous_response_id=first.response.id)
         finally:
             fake.knobs.pop("status")
-        assert failed.type == "error" and failed.status == 400
-        # The failure took nothing from the socket: the earlier response still continues.
-        _, good = run_turn(conn, input="which number?", store=False, previous_response_id=first.response.id)
-        assert good.type == "response.completed", good
-        if provider == "fakechat":
-            assert good.response.output_text == "Echo 2: which number?"
+        assert failed.type == "error" and failed.status == 400 and failed.sequence_number == 0
+        _, again = run_turn(conn, input="which number?", store=store, previous_response_id=first.response.id)
+        if store:
+            assert again.type == "response.completed", again
+        else:
+            assert again.type == "error" and again.error.code == "previous_response_not_found"
+        # The socket goes on.
+        _, fresh = run_turn(conn, input="start over", store=store)
+        assert fresh.type == "response.completed", fresh
+        if provider == "fakechat" and store:
+            assert again.response.output_text == "Echo 2: which number?"
 
 
 def test_a_turn_that_breaks_is_not_kept(gateway):

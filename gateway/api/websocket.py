@@ -211,13 +211,16 @@ class Connection:
         trace_id = f"{self.trace_prefix}:{self.turns}" if self.trace_prefix else uuid.uuid4().hex
         trace = Trace(trace_id=trace_id, method="WEBSOCKET", path="/v1/responses", tenant=self.caller.tenant)
         stream_id = None
+        frame: dict = {}
         try:
             frame = self._parse(message)
             stream_id = frame.get("stream_id") if isinstance(frame.get("stream_id"), str) else None
-            self._create(frame, trace, stream_id)
+            if not self._create(frame, trace, stream_id):
+                self._evict(frame)
         except GatewayError as err:
             trace.status = err.status
             note_error(trace, err)
+            self._evict(frame)
             self._send_error(err.status, err.body()["error"], err.headers, stream_id)
         except simple_websocket.ConnectionClosed:
             trace.status = trace.status or 499  # the client closed the connection mid-turn
@@ -226,9 +229,18 @@ class Connection:
             log.exception("unhandled error on a WebSocket turn")
             trace.status = 500
             trace.error = "internal_error"
+            self._evict(frame)
             self._send_error(500, INTERNAL_ERROR["error"], {}, stream_id)
         finally:
             self.svc.observer.finish(trace)
+
+    def _evict(self, frame: dict) -> None:
+        """A turn that failed takes the response it continued out of the connection's memory, as the API does:
+        the next continuation from it reads the store, or is previous_response_not_found (store: false).
+        """
+        previous = frame.get("previous_response_id")
+        if isinstance(previous, str):
+            self.memory.forget(previous)
 
     def _parse(self, message: str | bytes) -> dict:
         if isinstance(message, bytes):
@@ -255,7 +267,8 @@ class Connection:
             code="unknown_event",
         )
 
-    def _create(self, frame: dict, trace: Trace, stream_id: str | None) -> None:
+    def _create(self, frame: dict, trace: Trace, stream_id: str | None) -> bool:
+        """One turn, its events sent; False when it failed (an error answer, or a stream ending in failure)."""
         generate = frame.get("generate")
         if generate is not None and not isinstance(generate, bool):
             raise InvalidRequest("`generate` must be a boolean.", param="generate", code="invalid_type")
@@ -287,24 +300,31 @@ class Connection:
         trace.provider = target.provider.name
         trace.status = reply.status
         if reply.stream is not None:
-            self._events(reply, trace, stream_id)
-        elif reply.status >= 400:
+            return self._events(reply, trace, stream_id)
+        if reply.status >= 400:
             error = _error_of(reply)
             trace.error = error.get("code") or error.get("type")
             self._send_error(reply.status, error, reply.headers, stream_id)
-        else:  # a provider that answered a stream request with JSON: its final Response
-            self._send(orjson.dumps({"type": "response.completed", "response": reply.data}).decode(), stream_id)
+            return False
+        # A provider that answered a stream request with JSON: its final Response.
+        self._send(orjson.dumps({"type": "response.completed", "response": reply.data}).decode(), stream_id)
+        return True
 
-    def _events(self, reply: Reply, trace: Trace, stream_id: str | None) -> None:
-        """The turn's SSE events, one text frame each; the provider connection is closed in every case."""
+    def _events(self, reply: Reply, trace: Trace, stream_id: str | None) -> bool:
+        """The turn's SSE events, one text frame each; the provider connection is closed in every case.
+        False when the stream ended in failure (``response.failed``, or an ``error`` event).
+        """
         stream = reply.stream
         events = _observed(stream, trace)
         self._abort = reply.abort
+        last = None
         try:
             if not self.ws.connected:  # left before the turn began: the watcher found no turn to abort
-                return
+                return True
             for event in events:
                 self._send_event(event, stream_id)
+                last = event
+            return last is None or last.event not in _FAILED
         finally:
             self._abort = None
             events.close()
@@ -344,6 +364,10 @@ class Connection:
         if stream_id is not None:
             event["stream_id"] = stream_id
         self.ws.send(orjson.dumps(event).decode())
+
+
+# The last event of a turn that failed.
+_FAILED = frozenset({"response.failed", "error"})
 
 
 def _error_of(reply: Reply) -> dict:
