@@ -42,6 +42,7 @@ class Trace:
     input_tokens: int | None = None
     output_tokens: int | None = None
     error: str | None = None
+    omitted_tools: str | None = None  # tool types a chat provider was not shown (hosted_tools = "omit")
     prompt: Any = None  # only when the operator turns prompt logging on
 
     def usage_from(self, response: Any) -> None:
@@ -61,6 +62,24 @@ class Trace:
 
 
 _LOGGED = tuple(f.name for f in dataclasses.fields(Trace) if f.name != "started")
+
+
+# Tool types the platform runs, as openai-python names them: the label values of gateway_omitted_tools_total.
+_HOSTED_TOOLS = frozenset(
+    {
+        "web_search",
+        "web_search_preview",
+        "web_search_preview_2025_03_11",
+        "file_search",
+        "code_interpreter",
+        "image_generation",
+        "computer",
+        "computer_use_preview",
+        "mcp",
+        "shell",
+        "tool_search",
+    }
+)
 
 
 class Observer:
@@ -103,6 +122,12 @@ class Observer:
             "gateway_tokens_total", "Tokens reported by providers", ("provider", "model", "direction"), registry=r
         )
         self.retries = Counter("gateway_retries_total", "Retries made", ("provider",), registry=r)
+        self.omitted_tools = Counter(
+            "gateway_omitted_tools_total",
+            "Tools left out of a chat provider's request (hosted_tools = omit), by tool type",
+            ("provider", "type"),
+            registry=r,
+        )
         self.fallbacks = Counter("gateway_fallbacks_total", "Targets given up for the next one", registry=r)
         self.open_streams = Gauge(
             "gateway_open_streams", "Streams being sent right now", registry=r, multiprocess_mode="livesum"
@@ -164,6 +189,10 @@ class Observer:
             child(self.retries, provider).inc(trace.retries)
         if trace.fallbacks:
             self.fallbacks.inc(trace.fallbacks)
+        if trace.omitted_tools:
+            for kind in trace.omitted_tools.split(","):
+                # Tool types are the caller's strings: the known ones are labels, any other is "other".
+                child(self.omitted_tools, provider, kind if kind in _HOSTED_TOOLS else "other").inc()
         if access_log.isEnabledFor(logging.INFO):
             line = orjson.dumps(trace.as_log(), default=str).decode()
             handlers = access_log.handlers

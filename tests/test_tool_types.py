@@ -49,6 +49,21 @@ def test_a_namespaced_call_comes_back_with_its_namespace_and_hosted_tools_are_le
     assert messages[-2]["tool_calls"][0]["function"]["name"] == "repo__lookup"
 
 
+def test_an_omitted_tool_is_in_the_access_log_and_counted(gateway, sdk):
+    import requests
+
+    def counted() -> float:
+        text = requests.get(gateway.url + "/metrics", timeout=10).text
+        series = 'gateway_omitted_tools_total{provider="fakechat",type="web_search"} '
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(series))
+
+    before = counted()
+    sdk.responses.create(model="small", input="find cats", tools=TOOLS)
+    assert counted() == before + 1
+    lines = [json.loads(line) for line in gateway.output().splitlines() if '"omitted_tools"' in line]
+    assert lines and lines[-1]["omitted_tools"] == "web_search" and lines[-1]["provider"] == "fakechat"
+
+
 def test_a_namespaced_call_streamed_comes_back_with_its_namespace(sdk):
     with sdk.responses.stream(model="small", input="find cats", tools=TOOLS) as stream:
         events = list(stream)

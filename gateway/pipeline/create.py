@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..call import Call, Context, Turn
+from ..emulation import OMITTED_HEADER
 from ..errors import StoreUnavailable
 from ..observe import Trace
 from ..reply import Reply
@@ -60,4 +61,7 @@ def _create_on(ctx: Context, turn: Turn, target: Target) -> Reply:
     for plan_hook in ctx.svc.plans:
         if (early := plan_hook(ctx, turn, plan, finish)) is not None:
             return early
-    return send(ctx.svc, ctx.caller, ctx.headers, turn, plan, finish)
+    reply = send(ctx.svc, ctx.caller, ctx.headers, turn, plan, finish)
+    if OMITTED_HEADER in reply.headers:  # tools a chat provider was not shown: logged and counted too
+        ctx.trace.omitted_tools = reply.headers[OMITTED_HEADER]
+    return reply
