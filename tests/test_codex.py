@@ -109,8 +109,10 @@ def test_codex_with_a_gpt5_model_name_writes_a_file_with_its_apply_patch(gateway
     said = codex.run("-m", "gpt-5.5", "--sandbox", "workspace-write", "please write `hello from codex` to `notes.txt`")
     assert "Success" in said
     assert (codex.work / "notes.txt").read_text() == "hello from codex\n"
+    [*_, last] = scripted.bodies("/v1/chat/completions") or [None]
+    # The session goes on: a shell command in a second turn reads the file the first one wrote.
+    assert "hello from codex" in codex.run("-m", "gpt-5.5", "resume", "--last", "now run `cat notes.txt`")
     if provider == "scriptchat":
-        [*_, last] = scripted.bodies("/v1/chat/completions")
         tools = {t["function"]["name"]: t["function"] for t in last["tools"]}
         assert tools["apply_patch"]["parameters"]["required"] == ["input"]  # the freeform tool, as one string
         assert "tool_search" in tools  # Codex's client-run tool search, as a function
