@@ -217,6 +217,8 @@ def measure(tree: Path, upstream: str, args: argparse.Namespace) -> float:
         "GATEWAY_BACKGROUND_CONSUMERS": "0",
         "GATEWAY_CONTROL_SOCKET": "off",
         "GATEWAY_PROVIDERS__OPENAI__BASE_URL": upstream,
+        "GATEWAY_PROVIDERS__BENCHCHAT__BASE_URL": upstream,
+        "GATEWAY_PROVIDERS__BENCHCHAT__API": "chat",
         "GATEWAY_STORE_URL": f"sqlite:///{work}/gateway.sqlite3",
         # Ahead of the venv's editable install of this tree, which would otherwise win for another revision.
         "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])),
@@ -254,13 +256,15 @@ def measure(tree: Path, upstream: str, args: argparse.Namespace) -> float:
     gateway = Process("gateway-callgrind", cmd, f"http://127.0.0.1:{GATEWAY_PORT}/healthz", env=env, cwd=tree)
     try:
         control = Control(prefix, _worker(prefix, gateway.proc.pid, deadline))
-        body = {"model": "gpt-4o-mini", "input": MESSAGE}
+        body: dict = {"model": "gpt-4o-mini", "input": MESSAGE}
         if args.store == "off":
             body["store"] = False
+        if args.tools:
+            body["tools"] = [_function(n) for n in range(args.tools)]
         headers = {
             "Content-Type": "application/json",
             "Authorization": f"Bearer {UPSTREAM_KEY}",
-            "x-portkey-provider": "openai",
+            "x-portkey-provider": "openai" if args.provider == "native" else "benchchat",
         }
         conn = http.client.HTTPConnection("127.0.0.1", GATEWAY_PORT, timeout=REQUEST_TIMEOUT_S)
         payload = orjson.dumps(body)
@@ -291,11 +295,29 @@ def measure(tree: Path, upstream: str, args: argparse.Namespace) -> float:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def _function(n: int) -> dict:
+    """A function tool as agents send them: a description and a small JSON schema."""
+    return {
+        "type": "function",
+        "name": f"tool_{n}",
+        "description": f"Tool number {n}: looks something up and answers in one line.",
+        "parameters": {
+            "type": "object",
+            "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
+            "required": ["query"],
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", action="append", default=[], help="another git revision to measure too")
     parser.add_argument("--base", default="", help="a git revision measured first instead of the tree as it is")
     parser.add_argument("--store", choices=("on", "off"), default="off", help="the gateway's store for each request")
+    parser.add_argument(
+        "--provider", choices=("native", "emulated"), default="native", help="pass-through, or over Chat Completions"
+    )
+    parser.add_argument("--tools", type=int, default=0, help="function tools in each request")
     parser.add_argument("--requests", type=int, default=300, help="requests measured")
     parser.add_argument("--warmup", type=int, default=100, help="requests before instrumentation is on")
     parser.add_argument("--keep", action="store_true", help="keep the callgrind dumps (for callgrind_annotate)")
@@ -322,8 +344,8 @@ def main() -> None:
                 results.append((label, measure(tree, upstream, args)))
 
     print(
-        f"callgrind, instructions per plain POST /v1/responses in the gunicorn worker, store {args.store}, "
-        f"after {args.warmup} warm-up requests:"
+        f"callgrind, instructions per POST /v1/responses in the gunicorn worker, {args.provider} provider, "
+        f"{args.tools} function tools, store {args.store}, after {args.warmup} warm-up requests:"
     )
     width = max(len(label) for label, _ in results)
     for label, per_request in results:

@@ -49,6 +49,7 @@ def create(upstream: Upstream, out: Outgoing, finish: Callable[[dict], None]) ->
     provider = target.provider
     stream = bool(body.get("stream"))
     omitted: list[str] = []
+    found = found_tools(history, new_items)
     chat = translate.to_chat(
         body,
         history,
@@ -58,9 +59,10 @@ def create(upstream: Upstream, out: Outgoing, finish: Callable[[dict], None]) ->
         omitted=omitted,
         chat_fields=provider.chat_fields,
         reasoning_field=provider.reasoning_field,
+        found=found,
     )
     # The tools a call can name: the request's, and those a tool search loaded earlier in the conversation.
-    names = translate.tool_names([*(body.get("tools") or []), *found_tools(history), *found_tools(new_items)])
+    names = translate.tool_names([*(body.get("tools") or []), *found] if found else body.get("tools"))
     response_id = response_id or build.new_id("resp")
     resp = chat_completions(upstream, target, chat, stream=stream)
     if stream and resp.status < 300:

@@ -84,6 +84,7 @@ def to_chat(
     omitted: list[str] | None = None,
     chat_fields: tuple[str, ...] = (),
     reasoning_field: str | None = None,
+    found: list[dict] | None = None,
 ) -> dict:
     """The Chat Completions body for a Responses ``body`` whose earlier turns are ``history``.
 
@@ -91,7 +92,8 @@ def to_chat(
     Raises InvalidRequest naming the parameter for a feature Chat Completions cannot express. Tools the
     platform would run itself are left out (their types appended to ``omitted``) or, with
     ``hosted_tools = "refuse"``, refused. ``chat_fields`` are the Responses fields the provider takes (its
-    catalogue entry's); ``reasoning_field`` the assistant message field that carries reasoning back.
+    catalogue entry's); ``reasoning_field`` the assistant message field that carries reasoning back;
+    ``found`` the tools a tool search loaded in the conversation (``tools.found_tools``), when known.
     """
     for field, message in _UNSUPPORTED.items():
         if body.get(field):
@@ -107,9 +109,11 @@ def to_chat(
     chat: dict[str, Any] = {k: v for k, v in body.items() if k not in _HANDLED}
     chat["model"] = body["model"]
     chat["messages"] = messages
-    found = client.found_tools(history) + client.found_tools(new_items)
+    if found is None:
+        found = client.found_tools(history, new_items)
     if body.get("tools") or found:
-        tools = _chat_tools([*(body.get("tools") or []), *found], hosted_tools, omitted if omitted is not None else [])
+        offered = [*(body.get("tools") or []), *found] if found else body["tools"]
+        tools = _chat_tools(offered, hosted_tools, omitted if omitted is not None else [], once=bool(found))
         tools = _allowed(tools, body.get("tool_choice"))
         if tools:
             chat["tools"] = tools
@@ -352,15 +356,19 @@ def tool_names(tools: Any) -> dict[str, tuple[str | None, str, str]]:
     """
     out: dict[str, tuple[str | None, str, str]] = {}
     for tool in tools or []:
-        spec = client.client_tool(tool) if isinstance(tool, dict) else None
-        if spec is not None:
-            out[spec.type] = (None, spec.type, spec.type)
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind == "function":
+            continue  # called by its own name
+        if kind != "custom" and kind != "namespace":
+            spec = client.client_tool(tool) if kind else None
+            if spec is not None:
+                out[spec.type] = (None, spec.type, spec.type)
             continue
-        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+        if not isinstance(tool.get("name"), str):
             continue
-        if tool.get("type") == "custom":
+        if kind == "custom":
             out[chat_name(None, tool["name"])] = (None, tool["name"], "custom")
-        elif tool.get("type") == "namespace":
+        else:
             for inner in tool.get("tools") or []:
                 if isinstance(inner, dict) and isinstance(inner.get("name"), str):
                     kind = "custom" if inner.get("type") == "custom" else "function"
@@ -368,15 +376,12 @@ def tool_names(tools: Any) -> dict[str, tuple[str | None, str, str]]:
     return out
 
 
-def _chat_tools(tools: list, hosted_tools: str, omitted: list[str]) -> list[dict]:
+def _chat_tools(tools: list, hosted_tools: str, omitted: list[str], once: bool = False) -> list[dict]:
     out = []
     for index, tool in enumerate(tools):
         kind = tool.get("type") if isinstance(tool, dict) else None
-        spec = client.client_tool(tool) if kind else None
-        if spec is not None:
-            out.append(client.function(tool, spec))
-        elif kind in ("function", "custom"):
-            out.append(_tool(f"tools[{index}]", tool))
+        if kind == "function" or kind == "custom":
+            out.append(_tool(index, tool))
         elif kind == "namespace":
             if not isinstance(tool.get("name"), str) or not tool["name"]:
                 raise InvalidRequest("A namespace tool needs a name.", param=f"tools[{index}].name")
@@ -387,6 +392,8 @@ def _chat_tools(tools: list, hosted_tools: str, omitted: list[str]) -> list[dict
                     message = f"Tool type '{inner_kind}' in a namespace is not available for this provider."
                     raise _unsupported(where, message)
                 out.append(_tool(where, inner, namespace=tool["name"]))
+        elif (spec := client.client_tool(tool) if kind else None) is not None:
+            out.append(client.function(tool, spec))
         elif hosted_tools == "refuse":
             raise _unsupported(
                 f"tools[{index}]",
@@ -396,8 +403,9 @@ def _chat_tools(tools: list, hosted_tools: str, omitted: list[str]) -> list[dict
         else:
             # A model cannot call a tool it is not shown: leaving it out is safe, and said in the reply.
             omitted.append(str(kind))
-    # A tool found again by a later search (or named twice) is offered once: chat APIs refuse duplicate names.
-    return list({t["function"]["name"]: t for t in out}.values())
+    if once:  # a tool found again by a later search is offered once: chat APIs refuse duplicate names
+        return list({t["function"]["name"]: t for t in out}.values())
+    return out
 
 
 def _allowed(tools: list[dict], choice: Any) -> list[dict]:
@@ -420,8 +428,9 @@ def _allowed(tools: list[dict], choice: Any) -> list[dict]:
     return [t for t in tools if t["function"]["name"] in names]
 
 
-def _tool(where: str, tool: dict, namespace: str | None = None) -> dict:
+def _tool(where: str | int, tool: dict, namespace: str | None = None) -> dict:
     if not isinstance(tool.get("name"), str):
+        where = f"tools[{where}]" if isinstance(where, int) else where
         raise InvalidRequest("A function tool needs a name.", param=f"{where}.name")
     name = chat_name(namespace, tool["name"])
     if tool.get("type") == "custom":

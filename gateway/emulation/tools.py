@@ -239,10 +239,14 @@ def output_text(item: dict) -> str:
     return OUTPUT_TYPES[item["type"]].output_text(item)
 
 
-def found_tools(items: list[dict]) -> list[dict]:
+def found_tools(*lists: list[dict]) -> list[dict]:
     """Tools a tool search loaded (and tools given by an ``additional_tools`` item), for the model's next call."""
     out: list[dict] = []
-    for item in items:
-        if item.get("type") in ("tool_search_output", "additional_tools"):
-            out += [t for t in item.get("tools") or [] if isinstance(t, dict)]
+    for items in lists:
+        for item in items:
+            if item.get("type") in _BRINGS_TOOLS:
+                out += [t for t in item.get("tools") or [] if isinstance(t, dict)]
     return out
+
+
+_BRINGS_TOOLS = frozenset({"tool_search_output", "additional_tools"})
