@@ -113,6 +113,12 @@ def _checked(kwargs: dict[str, Any]) -> list[SettingsError]:
         errors.append(SettingsError(f"must be omit or refuse, not {kwargs['hosted_tools']!r}", key="hosted_tools"))
     if kwargs.get("log_format", "text") not in LOG_FORMATS:
         errors.append(SettingsError(f"must be text or json, not {kwargs['log_format']!r}", key="log_format"))
+    capacity_key = "threads" if kwargs.get("worker_class", "gevent") == "gthread" else "worker_connections"
+    capacity = kwargs.get(capacity_key, 384 if capacity_key == "threads" else 1000)
+    reserve = kwargs.get("websocket_reserve", -1)
+    if isinstance(capacity, int) and isinstance(reserve, int) and reserve != -1 and not 0 <= reserve < capacity:
+        message = f"must be -1 (a tenth), or from 0 to {capacity_key} - 1 ({capacity - 1}), not {reserve}"
+        errors.append(SettingsError(message, key="websocket_reserve"))
     bind = kwargs.get("bind", "127.0.0.1:8787")
     if not (bind.startswith("unix:") or re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):\d{1,5}", bind)):
         errors.append(SettingsError(f"must be HOST:PORT, [IPv6]:PORT or unix:PATH, not {bind!r}", key="bind"))
@@ -181,6 +187,14 @@ class Settings:
     )
     websocket_idle_timeout: float = _setting(
         300.0, "seconds a WebSocket on /v1/responses may wait for its next frame before it is closed; 0: never"
+    )
+    websocket_max_per_key: int = _setting(
+        100, "WebSockets one key (or provider-key tenant) may hold open on one worker; more are refused (429)"
+    )
+    websocket_reserve: int = _setting(
+        -1,
+        "connections of each worker (`worker_connections`, or `threads` under gthread) never given to WebSockets, "
+        "so plain requests always find room; past the rest, a WebSocket is refused (503); -1: a tenth of them",
     )
     background_queue: str = _setting(
         "",

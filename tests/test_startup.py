@@ -46,6 +46,7 @@ BAD_FILES = [
     ('store_url = "sqlite:////nonexistent-dir/x.sqlite3"\n', ["gw.toml", "store_url", "no directory /nonexistent-dir"]),
     ('store_url = "mysql://u:secret@127.0.0.1/x"\n', ["gw.toml", "store_url", "u:***@127.0.0.1", "postgresql://"]),
     ('store_url = "not a url"\n', ["gw.toml", "store_url", "not a database URL"]),
+    ("worker_connections = 50\nwebsocket_reserve = 50\n", ["websocket_reserve", "worker_connections - 1 (49)"]),
 ]
 
 

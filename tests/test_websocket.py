@@ -15,7 +15,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 from openai._models import validate_type
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.conftest import KEY, ROOT, Gunicorn
@@ -316,6 +316,76 @@ def test_a_response_create_sent_while_one_runs_waits_its_turn(gateway):
     assert ends[0] < second_start  # queued, not interleaved
     assert all(e.get("stream_id") == "lane-2" for e in events[second_start:])
     assert all("stream_id" not in e for e in events[:second_start])
+
+
+# ------------------------------------------------------------------------------------------ bounds
+@pytest.mark.slow
+def test_frames_sent_during_a_slow_turn_are_bounded_while_it_runs(gateway_env):
+    # The frames a client sends behind a running turn are held in the worker: past max_body_bytes of them
+    # the client gets an error event and the socket closes (1008) at once, not when the turn ends.
+    server = Gunicorn({**gateway_env, "GATEWAY_MAX_BODY_BYTES": "100000"}, workers=1)
+    slow = {"type": "response.create", "model": "m", "input": "a b c d e f", "store": False,
+            "metadata": {"fake_deltas": "50", "fake_gap_ms": "100"}}  # fmt: skip
+    try:
+        with open_raw(server.url) as ws:
+            ws.send(json.dumps(slow))
+            assert json.loads(ws.recv(timeout=10))["type"] == "response.created"
+            started = time.monotonic()
+            for n in range(4):  # 4 x 40 kB behind a turn of 5 s
+                ws.send(json.dumps({**slow, "input": "x" * 40_000, "stream_id": f"s{n}"}))
+            refused = None
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    event = json.loads(ws.recv(timeout=10))
+                    if event["type"] == "error":
+                        refused = event
+            assert time.monotonic() - started < 4  # before the running turn could have ended
+        assert refused is not None and refused["code"] == "too_many_frames" and refused["sequence_number"] == 0
+        assert closed.value.rcvd.code == 1008 and "100000 bytes" in closed.value.rcvd.reason
+        assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_sockets_per_key_and_the_reserve_for_plain_requests(gateway_env, fake):
+    server = Gunicorn(
+        {**gateway_env, "GATEWAY_WEBSOCKET_MAX_PER_KEY": "2", "GATEWAY_WEBSOCKET_RESERVE": "12"}, workers=1
+    )  # 16 connections a worker: 4 for sockets, 12 kept for plain requests
+
+    def socket(key: str):
+        return connect(
+            ws_url(server.url), additional_headers={"Authorization": f"Bearer {key}", "x-portkey-provider": "openai"}
+        )
+
+    try:
+        with socket("sk-one") as a, socket("sk-one") as b:
+            with pytest.raises(InvalidStatus) as per_key:
+                socket("sk-one")
+            assert per_key.value.response.status_code == 429
+            assert json.loads(per_key.value.response.body)["error"]["code"] == "too_many_websockets"
+            with socket("sk-two") as c, socket("sk-three") as d:
+                with pytest.raises(InvalidStatus) as full:
+                    socket("sk-four")
+                assert full.value.response.status_code == 503
+                assert json.loads(full.value.response.body)["error"]["code"] == "websocket_capacity"
+                # Plain requests still have their room.
+                answered = requests.post(
+                    server.url + "/v1/responses",
+                    json={"model": "m", "input": "hi"},
+                    headers={"Authorization": f"Bearer {KEY}", "x-portkey-provider": "openai"},
+                    timeout=10,
+                )
+                assert answered.status_code == 200
+                for ws in (a, b, c, d):
+                    ws.send(json.dumps({"type": "response.create", "model": "m", "input": "hi", "store": False}))
+                    assert json.loads(ws.recv(timeout=10))["type"] == "response.created"
+        # Closed sockets are given back.
+        time.sleep(0.5)
+        with socket("sk-one"), socket("sk-one"):
+            pass
+    finally:
+        server.stop()
 
 
 # ------------------------------------------------------------------------------------------ lifecycle

@@ -9,6 +9,7 @@ to plain values and back; providers stay on HTTP.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import signal
@@ -55,8 +56,88 @@ POLICY_VIOLATION = 1008
 # Frames beyond max_body_bytes are answered with an error event, as long as they fit in this many times it;
 # a larger one closes the socket (1009, message too big): the whole frame is held in memory to be read.
 _HARD_LIMIT_FACTOR = 2
-# response.create frames waiting behind a running turn; a client that sends more is closed (1008).
+# response.create frames waiting behind a running turn; a client that sends more (or more bytes than one
+# request may hold, max_body_bytes) gets an error event and is closed (1008), while the turn still runs.
 MAX_QUEUED_FRAMES = 32
+
+
+class _BoundedServer(simple_websocket.Server):
+    """simple-websocket's server with its receive buffer bounded while a turn runs: its reader thread would
+    otherwise queue every frame a client sends, however many, until the turn ends.
+    """
+
+    queued_bytes_max = 0  # set per socket: max_body_bytes
+
+    def _handle_events(self) -> bool:
+        keep_going = super()._handle_events()
+        buffered = self.input_buffer
+        if keep_going and len(buffered) > MAX_QUEUED_FRAMES:
+            return self._refuse(f"more than {MAX_QUEUED_FRAMES} frames queued behind the running turn")
+        if keep_going and len(buffered) > 1 and sum(len(f) for f in buffered) > self.queued_bytes_max:
+            return self._refuse(f"frames queued behind the running turn exceed {self.queued_bytes_max} bytes")
+        return keep_going
+
+    def _refuse(self, why: str) -> bool:
+        event = {
+            "type": "error",
+            "sequence_number": 0,
+            "code": "too_many_frames",
+            "message": f"Closing the socket: {why}. Wait for each response before sending the next.",
+            "param": None,
+            "status": 429,
+            "error": {"type": "invalid_request_error", "code": "too_many_frames", "message": why, "param": None},
+        }
+        with contextlib.suppress(OSError, simple_websocket.ConnectionClosed):
+            self.send(orjson.dumps(event).decode())
+            self.close(reason=POLICY_VIOLATION, message=why[:120])
+        self.input_buffer.clear()  # nothing queued is answered: its memory goes now
+        self.connected = False
+        self.event.set()
+        return False
+
+
+class _Sockets:
+    """The WebSockets open in this worker, by tenant: admitted before the upgrade, released when they close."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_tenant: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def admit(self, tenant: str, settings: Any) -> None:
+        """Count one more socket for ``tenant``; raises GatewayError (429, 503) when it may not open."""
+        capacity = settings.threads if settings.worker_class == "gthread" else settings.worker_connections
+        reserve = settings.websocket_reserve if settings.websocket_reserve >= 0 else max(1, capacity // 10)
+        room = capacity - reserve
+        with self._lock:
+            if self.by_tenant[tenant] >= settings.websocket_max_per_key:
+                raise GatewayError(
+                    f"This key holds {settings.websocket_max_per_key} WebSockets on this server already "
+                    "(websocket_max_per_key); close one, or use POST /v1/responses.",
+                    status=429,
+                    code="too_many_websockets",
+                    headers={"Retry-After": "1"},
+                )
+            if self.total >= room:
+                raise GatewayError(
+                    "This server has no room for another WebSocket (the rest is kept for plain requests: "
+                    "websocket_reserve); retry, or use POST /v1/responses.",
+                    status=503,
+                    code="websocket_capacity",
+                    headers={"Retry-After": "1"},
+                )
+            self.total += 1
+            self.by_tenant[tenant] += 1
+
+    def release(self, tenant: str) -> None:
+        with self._lock:
+            self.total -= 1
+            self.by_tenant[tenant] -= 1
+            if self.by_tenant[tenant] <= 0:
+                del self.by_tenant[tenant]
+
+
+_sockets = _Sockets()
 
 
 class _WholeWrites:
@@ -112,13 +193,19 @@ def responses_socket() -> Response:
         if key in environ:
             environ[key] = _WholeWrites(environ[key])
             break
-    ws = simple_websocket.Server(
-        environ,
-        max_message_size=limit * _HARD_LIMIT_FACTOR,
-        ping_interval=svc.settings.stream_heartbeat_interval or None,
-    )
-    incoming = request.headers.get("x-portkey-trace-id", "")
-    Connection(svc, caller, request.headers, ws, trace_prefix=incoming if _TRACE_ID.match(incoming) else "").run()
+    _sockets.admit(caller.tenant, svc.settings)
+    try:
+        ws = _BoundedServer(
+            environ,
+            max_message_size=limit * _HARD_LIMIT_FACTOR,
+            ping_interval=svc.settings.stream_heartbeat_interval or None,
+        )
+        ws.queued_bytes_max = limit
+        incoming = request.headers.get("x-portkey-trace-id", "")
+        trace_prefix = incoming if _TRACE_ID.match(incoming) else ""
+        Connection(svc, caller, request.headers, ws, trace_prefix=trace_prefix).run()
+    finally:
+        _sockets.release(caller.tenant)
     # Each turn had its own access line; the upgrade itself has none.
     g.pop("trace", None)
     return _Upgraded(ws.mode)
@@ -167,8 +254,6 @@ class Connection:
                         draining = self._draining
                 if draining:
                     self._close(GOING_AWAY, "the server is shutting down")
-                elif len(self.ws.input_buffer) > MAX_QUEUED_FRAMES:
-                    self._close(POLICY_VIOLATION, f"more than {MAX_QUEUED_FRAMES} frames queued")
         except simple_websocket.ConnectionClosed:
             pass
         finally:
