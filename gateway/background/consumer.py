@@ -60,11 +60,14 @@ class Runner:
     def lease_until(self) -> float:
         return time.time() + self.lease
 
-    def execute(self, response_id: str) -> None:
-        """The queue's job: run one queued response to its end (nothing, when it is no longer queued)."""
-        claimed = self.store.claim(response_id, self.owner, self.lease_until())
+    def execute(self, message_id: str) -> None:
+        """The queue's job: run one queued response to its end (nothing, when none is queued any more). The
+        store chooses which (see ``BackgroundStore.claim``): the message's own run, or a fairer one.
+        """
+        claimed = self.store.claim(message_id, self.owner, self.lease_until())
         if claimed is None:
             return
+        response_id = claimed.response_id
         run = Run(self, claimed)
         self.runs[response_id] = run
         try:

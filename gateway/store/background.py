@@ -28,6 +28,20 @@ ACTIVE = ("queued", "in_progress")
 #   -> (the response as it ends, the closing event's payload)
 Settle = Callable[[dict, list[dict], int], tuple[dict, dict]]
 
+# The queued run to take next: its tenant has the fewest runs in progress, and it is that tenant's oldest.
+_busy = runs.alias("busy")
+_FAIREST = (
+    sa.select(runs.c.response_id)
+    .where(runs.c.status == "queued")
+    .order_by(
+        sa.select(sa.func.count())
+        .select_from(_busy)
+        .where(_busy.c.tenant == runs.c.tenant, _busy.c.status == "in_progress")
+        .scalar_subquery(),
+        runs.c.created_at,
+    )
+    .limit(1)
+)
 _RUN = sa.select(runs).where(runs.c.response_id == sa.bindparam("id"))
 _EVENTS_AFTER = (
     sa.select(events.c.seq, events.c.type, events.c.body)
@@ -189,19 +203,30 @@ class BackgroundStore:
 
     # ------------------------------------------------------------------ the consumer's side
     def claim(self, response_id: str, owner: str, lease_until: float) -> Claimed | None:
-        """Take a queued run for ``owner``; None when it is no longer queued (cancelled, deleted, taken)."""
+        """Take a queued run for ``owner``: the fairest one, not necessarily ``response_id``; None when no run is
+        queued any more.
+
+        Every queued run has one message in the queue, and each message takes one run: which one is chosen
+        here, so that the queue serves tenants fairly rather than in the order they sent. The fairest is the
+        oldest queued run of the tenants with the fewest runs in progress: a tenant that queued 400 runs has
+        them run one beside each other tenant's, not before them.
+        """
 
         def write() -> Claimed | None:
             with self._engine.begin() as conn:
-                done = conn.execute(
-                    runs.update()
-                    .where(runs.c.response_id == response_id, runs.c.status == "queued")
-                    .values(status="in_progress", owner=owner, lease_until=lease_until)
-                ).rowcount
-                if not done:
+                for _ in range(3):  # another consumer may take the chosen run first
+                    chosen = conn.execute(_FAIREST).scalar() or response_id
+                    done = conn.execute(
+                        runs.update()
+                        .where(runs.c.response_id == chosen, runs.c.status == "queued")
+                        .values(status="in_progress", owner=owner, lease_until=lease_until)
+                    ).rowcount
+                    if done:
+                        break
+                else:
                     return None
-                row = conn.execute(_RUN, {"id": response_id}).first()
-                conn.execute(responses.update().where(responses.c.id == response_id).values(status="in_progress"))
+                row = conn.execute(_RUN, {"id": chosen}).first()
+                conn.execute(responses.update().where(responses.c.id == chosen).values(status="in_progress"))
                 return Claimed(row.response_id, row.tenant, row.job or "", row.last_seq)
 
         return self._store.write("background_claim", write)
