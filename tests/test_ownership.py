@@ -60,7 +60,16 @@ def test_another_key_gets_the_same_404_as_a_missing_id(client, fake):
     assert theirs.status_code == missing.status_code == 404
     assert theirs.json["error"] == {**missing.json["error"], "message": theirs.json["error"]["message"]}
     assert theirs.json["error"]["message"] == f"Response with id '{created['id']}' not found."
-    assert client.get(f"/v1/responses/{created['id']}/input_items", headers=B).status_code == 404
+    # Nor by a header (issue 21 item 11): the provider is asked about both, and the gateway marks both.
+    assert sorted(theirs.headers.keys()) == sorted(missing.headers.keys())
+    assert theirs.headers["x-portkey-provider"] == missing.headers["x-portkey-provider"] == "openai"
+    for path in ("/input_items", "/cancel"):
+        method = client.post if path == "/cancel" else client.get
+        foreign, none = (
+            method(f"/v1/responses/{created['id']}{path}", headers=B),
+            method(f"/v1/responses/x{path}", headers=B),
+        )
+        assert foreign.status_code == 404 and sorted(foreign.headers.keys()) == sorted(none.headers.keys()), path
     assert client.delete(f"/v1/responses/{created['id']}", headers=B).status_code == 404
     assert client.get(f"/v1/responses/{created['id']}", headers=A).status_code == 200  # untouched
 

@@ -12,6 +12,7 @@ from ..auth import Caller
 from ..call import BACKGROUND
 from ..errors import (
     InvalidRequest,
+    NotFound,
     not_found_response,
 )
 from ..items import as_listed, list_page
@@ -25,10 +26,38 @@ if TYPE_CHECKING:
     from ..services import Services
 
 
+def _located(
+    svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str
+) -> tuple[Any, Target, Reply | None]:
+    """``locate``, and for another tenant's id asked by a caller with its own provider key, the 404 to give.
+
+    That caller's id the store has never seen goes to the provider, whose 404 comes back with its headers
+    (and the gateway's). Another tenant's id must look the same in every header, so the provider is asked
+    about it too, and its 404 given; an answer other than 404 (a key of the same provider account) is never
+    given: the record is another tenant's.
+    """
+    try:
+        record, target = locate(svc, caller, headers, response_id)
+        return record, target, None
+    except NotFound:
+        if caller.provider_key is None:
+            raise
+        target = svc.router.targets(headers, caller)[0]
+        if not target.provider.native:
+            raise
+    probe = native.retrieve(svc.upstream, target, response_id, {}, headers)
+    if probe.status != 404:
+        missing = not_found_response(response_id)
+        probe = Reply(404, probe.headers, orjson.dumps(missing.body()))
+    return None, target, probe
+
+
 def retrieve(
     svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str, query: dict[str, Any]
 ) -> tuple[Reply, Target]:
-    record, target = locate(svc, caller, headers, response_id)
+    record, target, missing = _located(svc, caller, headers, response_id)
+    if missing is not None:
+        return missing, target
     if record is not None and record.mode == BACKGROUND:
         if query.get("stream"):
             return svc.background.replay(record, query.get("starting_after")), target
@@ -48,7 +77,9 @@ def retrieve(
 
 def delete(svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str) -> tuple[Reply, Target]:
     """Delete at the provider (native), then in the store; also when the provider had already forgotten it."""
-    record, target = locate(svc, caller, headers, response_id)
+    record, target, missing = _located(svc, caller, headers, response_id)
+    if missing is not None:
+        return missing, target
     deleted = {"id": response_id, "object": "response", "deleted": True}
     if record is not None and record.mode != "native":
         svc.store.delete(caller.tenant, response_id)
@@ -64,7 +95,9 @@ def delete(svc: Services, caller: Caller, headers: Mapping[str, str], response_i
 def input_items(
     svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str, query: dict[str, Any]
 ) -> tuple[Reply, Target]:
-    record, target = locate(svc, caller, headers, response_id)
+    record, target, missing = _located(svc, caller, headers, response_id)
+    if missing is not None:
+        return missing, target
     if record is not None and record.mode != "native":
         page = svc.store.input_items(
             caller.tenant, response_id, limit=query["limit"], order=query["order"], after=query.get("after")
@@ -81,7 +114,9 @@ def cancel(svc: Services, caller: Caller, headers: Mapping[str, str], response_i
     """POST /v1/responses/{id}/cancel: a live background response ends ``cancelled``, its output so far kept;
     a finished one is returned as it is. Raises InvalidRequest for a response not made in the background.
     """
-    record, target = locate(svc, caller, headers, response_id)
+    record, target, missing = _located(svc, caller, headers, response_id)
+    if missing is not None:
+        return missing, target
     if record is None:  # a response the provider made outside the gateway, for a caller with its own key
         return native.post(svc.upstream, target, native.path_of(response_id, "/cancel"), b"{}", headers), target
     if record.mode != BACKGROUND:
