@@ -181,3 +181,42 @@ def test_purge_leaves_a_background_response_that_is_still_queued_or_running(stor
     _turn(store, "resp_old", created=old)
     assert store.purge(30 * 86400) == 1  # the finished one only: the queued run's consumer still needs it
     assert store.get("t1", "resp_bg") is not None and store.get("t1", "resp_old") is None
+
+
+def test_a_full_disk_is_not_retried_and_one_write_through_its_whole_window_opens_the_breaker(tmp_path):
+    # issue 21 item 11: with the disk full, every write waited out its 5 s of retries and the store was never
+    # known to be down, so every request waited too. SQLite's max_page_count gives SQLITE_FULL at will.
+    from gateway.errors import StoreUnavailable
+    from gateway.store.engine import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'full.sqlite3'}", write_timeout=5.0)
+    db.write("setup", lambda: _execute(db, "CREATE TABLE blobs (b BLOB)"))
+    pages = _execute(db, "PRAGMA page_count").scalar()
+    sa.event.listen(db.engine, "connect", lambda conn, _: conn.execute(f"PRAGMA max_page_count = {pages}"))
+    db.engine.dispose()  # new connections, each held to the file's size now
+    attempts = []
+
+    def grow():
+        attempts.append(1)
+        _execute(db, "INSERT INTO blobs VALUES (randomblob(100000))")
+
+    for n in range(3):
+        with pytest.raises(StoreUnavailable):
+            db.write("grow", grow)
+        assert len(attempts) == n + 1  # no retries: they cannot free the disk
+    assert db.known_down()  # three in a row: further creates are refused before a provider is paid
+
+    # A write that fails through its whole retry window is outage enough on its own.
+    flaky = Database(f"sqlite:///{tmp_path / 'flaky.sqlite3'}", write_timeout=1.0)
+
+    def locked():
+        raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
+
+    with pytest.raises(StoreUnavailable):
+        flaky.write("locked", locked)
+    assert flaky.known_down()
+
+
+def _execute(db, sql: str):
+    with db.engine.begin() as conn:
+        return conn.exec_driver_sql(sql)

@@ -110,6 +110,14 @@ def first_line(exc: BaseException) -> str:
     return lines[0][:200] if lines else type(exc).__name__
 
 
+def _lasting(exc: BaseException) -> bool:
+    """A failure that retrying within seconds cannot cure: the disk is full (SQLite's SQLITE_FULL, PostgreSQL's
+    disk_full). Lock waits, restarts and lost connections are worth the retries; this is not.
+    """
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlite_errorname", None) == "SQLITE_FULL" or getattr(orig, "sqlstate", None) == "53100"
+
+
 def _kind(exc: BaseException) -> str:
     """A short, bounded name for a store failure, for the metrics label and the log."""
     if isinstance(exc, PoolTimeout):
@@ -149,8 +157,15 @@ class _Breaker:
             return False
         return True
 
-    def failed(self) -> None:
-        self._failures.append(time.monotonic())
+    def failed(self, *, sustained: bool = False) -> None:
+        """One failed call; ``sustained``: a write that failed for its whole retry window, which is outage
+        enough on its own (else a store whose every write waits out the window never reaches 3 in 5 s).
+        """
+        now = time.monotonic()
+        for _ in range(self.FAILURES if sustained else 1):
+            self._failures.append(now)
+        if self.open():
+            self._next_probe = now + self.PROBE_EVERY  # this failure was the latest probe
 
     def succeeded(self) -> None:
         if self._failures:
@@ -224,9 +239,10 @@ class Database:
                 if isinstance(exc, IntegrityError):
                     raise
                 kind = _kind(exc)
-                if time.monotonic() + wait >= retry_until:
+                lasting = _lasting(exc)
+                if lasting or time.monotonic() + wait >= retry_until:
                     log.warning("store %s failed (%s): %s", op, kind, first_line(exc))
-                    self._breaker.failed()
+                    self._breaker.failed(sustained=retry_for >= self._breaker.WINDOW / 5 and not lasting)
                     self._report(op, started, kind)
                     raise StoreUnavailable() from exc
                 time.sleep(random.uniform(wait / 2, wait))
