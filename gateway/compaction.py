@@ -133,7 +133,8 @@ def summarise(upstream: Upstream, target: Target, model: str, items: list[dict])
     Raises InvalidRequest for items Chat Completions cannot carry, UpstreamError for an answer without text.
     """
     body = {"model": model, "input": [{"type": "message", "role": "user", "content": SUMMARY_REQUEST}]}
-    chat = translate.to_chat(body, items, body["input"], max_tokens_param=target.provider.max_tokens_param)
+    # No tools: the model is asked for text, not offered what a tool search in the history loaded.
+    chat = translate.to_chat(body, items, body["input"], max_tokens_param=target.provider.max_tokens_param, found=[])
     reply = json_reply(chat_completions(upstream, target, chat))
     if reply.data is None:
         return reply

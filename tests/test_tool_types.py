@@ -298,6 +298,12 @@ def test_a_client_run_tool_is_a_function_and_its_call_the_clients_item(scripted_
     messages = model.bodies("/v1/chat/completions")[-1]["messages"]
     assert messages[-2]["tool_calls"][0]["id"] == call.call_id and messages[-1]["tool_call_id"] == call.call_id
 
+    # A third turn replays both from the store: the output still names its call (local_shell's by its id).
+    third = _post(app, {"model": MODEL, "previous_response_id": second.json["id"], "tools": [tool], "input": "ok"})
+    assert third.status_code == 200, third.get_data(as_text=True)
+    replayed = model.bodies("/v1/chat/completions")[-1]["messages"]
+    assert [m.get("tool_call_id") for m in replayed if m["role"] == "tool"] == [call.call_id]
+
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_a_client_tool_search_loads_tools_the_model_can_call_next(scripted_app, stream):
@@ -379,3 +385,49 @@ def test_a_history_begun_on_a_native_provider_continues_on_an_emulated_one(scrip
     assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "user"]
     assert messages[1]["tool_calls"][0]["function"] == {"name": "shell", "arguments": '{"commands": ["ls"]}'}
     assert messages[2]["content"] == "a.txt\n[exit code 0]"
+
+
+def test_a_client_tool_call_cut_off_stays_a_function_call_and_a_late_name_breaks_nothing():
+    from gateway.emulation import response as build
+    from gateway.emulation.request import tool_names
+    from gateway.emulation.stream import StreamTranslator
+    from tests import strict_types as strict
+
+    tools = [{"type": "shell", "environment": {"type": "local"}}, LOOKUP]
+    body = {"model": "m", "tools": tools}
+    cut = {"id": "call_1", "type": "function", "function": {"name": "shell", "arguments": '{"commands": ["rm -'}}
+    answer = {"choices": [{"message": {"role": "assistant", "tool_calls": [cut]}, "finish_reason": "length"}]}
+    [item] = build.from_chat(body, answer, "resp_1", None)["output"]
+    assert item["type"] == "function_call" and item["name"] == "shell"  # never a made-up command
+
+    def streamed(deltas: list[dict]) -> dict:
+        translator = StreamTranslator(build.skeleton(body, "resp_2", 0, None), tool_names(tools))
+        events = translator.start()
+        for delta in deltas:
+            events += translator.feed({"choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+        translator.finish_reason = "length"
+        final, closing = translator.complete()
+        strict.stream([e.json() for e in events + closing])
+        return final
+
+    [item] = streamed([{"tool_calls": [{"index": 0, **cut}]}])["output"]
+    assert item["type"] == "function_call" and item["arguments"] == '{"commands": ["rm -'
+    # A name that comes after the call's first piece (and the call was announced as a function call).
+    late = streamed(
+        [
+            {"tool_calls": [{"index": 0, "id": "call_2", "type": "function", "function": {"arguments": "{"}}]},
+            {"tool_calls": [{"index": 0, "function": {"name": "shell", "arguments": "}"}}]},
+        ]
+    )
+    assert late["output"][0]["type"] == "function_call" and late["output"][0]["arguments"] == "{}"
+
+
+def test_a_tool_choice_naming_a_tool_left_out_is_auto_and_none_is_sent_without_tools():
+    container = {"type": "shell", "environment": {"type": "container_auto"}}  # the platform's: left out
+    chat = to_chat(
+        {"model": "m", "tools": [container, LOOKUP], "tool_choice": {"type": "shell"}}, [], [], max_tokens_param="m"
+    )
+    assert chat["tool_choice"] == "auto" and [t["function"]["name"] for t in chat["tools"]] == ["lookup"]
+    nothing = {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "gone"}]}
+    chat = to_chat({"model": "m", "tools": [LOOKUP], "tool_choice": nothing}, [], [], max_tokens_param="m")
+    assert "tools" not in chat and "tool_choice" not in chat

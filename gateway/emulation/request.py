@@ -103,7 +103,7 @@ def to_chat(
     if body.get("instructions"):
         messages.append({"role": "system", "content": body["instructions"]})
     _append_items(messages, history, "input", reasoning_field=reasoning_field)
-    _append_items(messages, _not_in(new_items, history), "input", offset_param=True, reasoning_field=reasoning_field)
+    _append_items(messages, not_in(new_items, history), "input", offset_param=True, reasoning_field=reasoning_field)
     _check_tool_outputs(messages)
 
     chat: dict[str, Any] = {k: v for k, v in body.items() if k not in _HANDLED}
@@ -120,7 +120,12 @@ def to_chat(
             if body.get("parallel_tool_calls") is not None:
                 chat["parallel_tool_calls"] = body["parallel_tool_calls"]
     if body.get("tool_choice") is not None:
-        chat["tool_choice"] = _tool_choice(body["tool_choice"], hosted_tools)
+        choice = _tool_choice(body["tool_choice"], hosted_tools)
+        offered = {t["function"]["name"] for t in chat.get("tools") or ()}
+        if isinstance(choice, dict) and choice["function"]["name"] not in offered:
+            choice = "auto"  # the tool it names was left out (a container's shell): the model picks among the rest
+        if offered:  # chat APIs refuse a tool_choice without tools
+            chat["tool_choice"] = choice
     if body.get("max_output_tokens") is not None:
         chat[max_tokens_param] = body["max_output_tokens"]
     for name in ("temperature", "top_p"):
@@ -238,7 +243,7 @@ def _add_call(messages: list[dict], call: dict) -> None:
         messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
 
 
-def _not_in(items: list[dict], history: list[dict]) -> list[dict]:
+def not_in(items: list[dict], history: list[dict]) -> list[dict]:
     """This turn's items without those the history already holds: clients that keep their own list (LlamaIndex,
     strands) send the previous turn's calls and outputs again beside previous_response_id. Matched by item
     id, and calls and outputs by call_id; a message without an id is the caller's to repeat.

@@ -169,7 +169,7 @@ def name_as_called(item: dict, names: dict) -> None:
     namespace, name, kind = found
     if kind in client.CLIENT_TOOLS:
         client.call_item(item, client.CLIENT_TOOLS[kind], item.get("arguments") or "")
-        return
+        return  # (left a function_call when its arguments are not whole)
     item["name"] = name
     if namespace is not None:
         item["namespace"] = namespace

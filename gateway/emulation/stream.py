@@ -49,13 +49,13 @@ class StreamTranslator:
     def _open_item(self, kind: str, item: dict) -> tuple[dict, list[sse.Event]]:
         out = self._close(self._open)
         self._open = None
+        if kind == "client":
+            # Announced (and placed in the output) when whole: its item's required fields (a shell call's
+            # commands, a patch's operation) come out of the complete arguments.
+            return {"kind": kind, "index": None, "item": item, "text": [], "opened": len(self._calls)}, out
         index = len(self.response["output"])
         self.response["output"].append(item)
         entry = {"kind": kind, "index": index, "item": item, "text": []}
-        if kind == "client":
-            # Announced when whole: its item's required fields (a shell call's commands, a patch's operation)
-            # come out of the complete arguments.
-            return entry, out
         added = copy.deepcopy(item)
         if kind == "message" or kind == "reasoning":
             added["content"] = []
@@ -108,8 +108,15 @@ class StreamTranslator:
             out.append(self.event({"type": "response.custom_tool_call_input.delta", **base, "delta": item["input"]}))
             out.append(self.event({"type": "response.custom_tool_call_input.done", **base, "input": item["input"]}))
         elif kind == "client":
-            client.call_item(item, client.CLIENT_TOOLS[current["tool"]], current["arguments"])
+            # Its place in the output is taken now, when it is announced: items announced before it have theirs.
+            index = current["index"] = len(self.response["output"])
+            self.response["output"].append(item)
+            made = client.call_item(item, client.CLIENT_TOOLS[current["tool"]], current["arguments"])
+            if not made:
+                item["arguments"] = current["arguments"]
             added = {**copy.deepcopy(item), "status": "in_progress"}
+            if not made:
+                added["arguments"] = ""
             out.append(self.event({"type": "response.output_item.added", "output_index": index, "item": added}))
             if item["type"] == "shell_call":
                 for n, command in enumerate(item["action"]["commands"]):
@@ -117,6 +124,21 @@ class StreamTranslator:
                     out.append(self.event({"type": "response.shell_call_command.added", **at, "command": ""}))
                     out.append(self.event({"type": "response.shell_call_command.delta", **at, "delta": command}))
                     out.append(self.event({"type": "response.shell_call_command.done", **at, "command": command}))
+            elif not made:
+                base = {"item_id": item["id"], "output_index": index}
+                out.append(
+                    self.event({"type": "response.function_call_arguments.delta", **base, "delta": item["arguments"]})
+                )
+                out.append(
+                    self.event(
+                        {
+                            "type": "response.function_call_arguments.done",
+                            **base,
+                            "name": item["name"],
+                            "arguments": item["arguments"],
+                        }
+                    )
+                )
         elif kind == "function_call":
             out.append(
                 self.event(
@@ -201,9 +223,13 @@ class StreamTranslator:
             entry["arguments"] = ""
             self._calls[index] = entry
             out += opened
-        elif function.get("name") and not entry["item"]["name"]:
+        elif function.get("name") and not entry["item"].get("name") and entry["kind"] == "function_call":
+            # A name after the call was announced: only a namespaced function's can still be given (a custom
+            # or client tool's call would have been announced as another item).
             entry["item"]["name"] = function["name"]
-            build.name_as_called(entry["item"], self._names)
+            found = self._names.get(function["name"])
+            if found is not None and found[2] == "function":
+                build.name_as_called(entry["item"], self._names)
         piece = function.get("arguments") or ""
         if piece and entry["kind"] in ("custom_tool_call", "client"):
             entry["arguments"] += piece  # the input comes out of the whole object, at the end
@@ -225,7 +251,9 @@ class StreamTranslator:
     # ------------------------------------------------------------------ the end
     def _close_all(self, status: str) -> list[sse.Event]:
         """Close every item still open, in output order."""
-        open_items = sorted([*self._calls.values(), *([self._open] if self._open else [])], key=lambda e: e["index"])
+        # Client tool calls last (they are placed when announced), in the order they opened.
+        entries = [*self._calls.values(), *([self._open] if self._open else [])]
+        open_items = sorted(entries, key=lambda e: (e["index"] is None, e["index"] or 0, e.get("opened", 0)))
         self._open, self._calls = None, {}
         return [event for entry in open_items for event in self._close(entry, status)]
 

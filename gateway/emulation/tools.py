@@ -204,20 +204,24 @@ def function(tool: dict, spec: ClientTool) -> dict:
     return {"type": "function", "function": {"name": spec.type, "description": description, "parameters": parameters}}
 
 
-def call_item(item: dict, spec: ClientTool, arguments: str) -> None:
-    """Make ``item`` (a function_call built from the chat call) the client tool's call item, in place."""
+def call_item(item: dict, spec: ClientTool, arguments: str) -> bool:
+    """Make ``item`` (a function_call built from the chat call) the client tool's call item, in place. False,
+    leaving it a function_call, when the arguments are not a JSON object (cut off by the output limit, or
+    the provider's failure): a shell command or a patch is never made up from what is missing.
+    """
     try:
         args = json.loads(arguments or "{}")
     except ValueError:
-        args = {}
+        return False
     if not isinstance(args, dict):
-        args = {}
+        return False
     for key in ("name", "arguments", "namespace"):
         item.pop(key, None)
     item["type"] = spec.call
     item.update(spec.to_item(args))
     if spec.type == "apply_patch" and item.get("status") not in ("in_progress", "completed"):
-        item["status"] = "completed"  # apply_patch calls have no "incomplete"
+        item["status"] = "in_progress"  # apply_patch calls have no "incomplete": not known to be whole
+    return True
 
 
 def chat_call(item: dict) -> dict:

@@ -17,6 +17,7 @@ import orjson
 from .. import compaction, emulation
 from ..call import Context, Turn
 from ..emulation import response as build
+from ..emulation.request import not_in
 from ..emulation.stream import StreamTranslator
 from ..errors import GatewayError, InvalidRequest
 from ..reply import Reply
@@ -43,7 +44,7 @@ class AutoCompaction:
 
 def _estimate(model: str, items: list[dict]) -> int:
     try:
-        chat = emulation.request.to_chat({"model": model}, items, [], max_tokens_param="max_tokens")
+        chat = emulation.request.to_chat({"model": model}, items, [], max_tokens_param="max_tokens", found=[])
     except GatewayError:  # items Chat Completions cannot carry: their JSON is counted instead
         chat = {"messages": [{"role": "user", "content": orjson.dumps(items).decode()}]}
     return count_offline(model, chat)[0]
@@ -96,7 +97,7 @@ class CompactionTrigger:
         if plan.native and plan.target.provider.compact:
             return None  # the provider compacts itself
         svc, tenant = ctx.svc, ctx.caller.tenant
-        context = compaction.expand(svc.sealer, tenant, plan.history + items[:-1])
+        context = compaction.expand(svc.sealer, tenant, plan.history + not_in(items[:-1], plan.history))
         made = compaction.summarise(svc.upstream, plan.target, turn.body["model"], context)
         if isinstance(made, Reply):
             return made
