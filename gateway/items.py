@@ -196,3 +196,20 @@ def list_page(data: list[dict], has_more: bool) -> dict:
         "last_id": data[-1]["id"] if data else None,
         "has_more": has_more,
     }
+
+
+# Input items whose id or status the client gave and a provider needs again: a local_shell_call_output names
+# its call by ``id``; these calls and apply_patch outputs must carry their ``status``.
+_KEEPS_ID = frozenset({"local_shell_call", "local_shell_call_output"})
+_KEEPS_STATUS = frozenset({"local_shell_call", "apply_patch_call", "apply_patch_call_output"})
+
+
+def resendable_input(item: dict) -> dict:
+    """An input item as it can be sent to a provider again: without the id and status the gateway minted for
+    it (``as_listed`` adds a status), but with those the client gave where the item means them. A new dict.
+    """
+    kind = item.get("type")
+    drop = ("status",) if kind in _KEEPS_ID else ("id",) if kind in _KEEPS_STATUS else ("id", "status")
+    if kind in _KEEPS_ID and kind in _KEEPS_STATUS:
+        drop = ()
+    return {k: v for k, v in item.items() if k not in drop}

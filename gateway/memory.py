@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from .items import resendable_input
 from .store import StoredResponse
 
 # The API's own connection-local cache keeps the latest response; a few more cost little and let a client
@@ -97,7 +98,7 @@ class ConnectionMemory:
         context = None
         size = 0
         if history is not None:
-            own = [_resendable(item) for item in input_items]
+            own = [resendable_input(item) for item in input_items]
             own += [item for item in response.get("output") or [] if isinstance(item, dict)]
             context = history + own
             size = len(orjson.dumps(context))
@@ -130,7 +131,3 @@ class ConnectionMemory:
             _, oldest = self._held.popitem(last=False)
             total -= oldest.size
 
-
-def _resendable(item: dict) -> dict:
-    # As the store gives input items back: without the ids and statuses the gateway minted for them.
-    return {k: v for k, v in item.items() if k not in ("id", "status")}

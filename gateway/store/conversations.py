@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 import sqlalchemy as sa
 
+from ..items import resendable_input
 from .tables import INPUT, OUTPUT, conversation_items, conversations, page
 
 if TYPE_CHECKING:
@@ -59,10 +60,7 @@ def resendable(kind: int, item: dict) -> dict:
     """A stored item as it can be sent to a provider again: input items lose the ids and statuses the
     gateway minted for them; output items keep theirs, as the API expects of echoed output.
     """
-    if kind == INPUT:
-        item.pop("id", None)
-        item.pop("status", None)
-    return item
+    return resendable_input(item) if kind == INPUT else item
 
 
 def new_conversation_id() -> str:
