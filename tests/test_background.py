@@ -628,3 +628,49 @@ def test_the_queue_serves_tenants_fairly(settings, tmp_path, database, request):
             with engine.begin() as conn:
                 conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
             engine.dispose()
+
+
+def test_consumers_claiming_at_once_on_postgresql_each_take_a_different_run(settings, pg_url):
+    # Every message takes the fairest run, so consumers claiming together all choose the same one: each must
+    # skip a run another holds, or runs would be left with no message to take them.
+    import threading
+
+    import sqlalchemy as sa
+
+    from gateway import create_app
+    from tests.conftest import close_app
+
+    schema = f"gw_claim_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{pg_url}{'&' if '?' in pg_url else '?'}options=-csearch_path%3D{schema}"
+    app = create_app({**settings, "store_url": url})
+    try:
+        store = app.extensions["gateway"].background.store.background
+        ids = []
+        for n in range(24):
+            response_id = f"resp_claim_{n}"
+            response = {"id": response_id, "object": "response", "status": "queued", "model": "m", "output": []}
+            store.submit(tenant=f"t{n % 4}", provider="openai", response=response, input_items=[], job="{}",
+                         first_events=[], limit=0)  # fmt: skip
+            ids.append(response_id)
+        taken: list = []
+        start = threading.Barrier(24)
+
+        def consumer(message: str) -> None:
+            start.wait()
+            claimed = store.claim(message, f"consumer-{message}", time.time() + 60)
+            taken.append(claimed.response_id if claimed else None)
+
+        threads = [threading.Thread(target=consumer, args=(i,)) for i in ids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert None not in taken and sorted(taken) == sorted(ids)
+    finally:
+        close_app(app)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()

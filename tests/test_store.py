@@ -207,7 +207,7 @@ def test_a_full_disk_is_not_retried_and_one_write_through_its_whole_window_opens
     assert db.known_down()  # three in a row: further creates are refused before a provider is paid
 
     # A write that fails through its whole retry window is outage enough on its own.
-    flaky = Database(f"sqlite:///{tmp_path / 'flaky.sqlite3'}", write_timeout=1.0)
+    flaky = Database(f"sqlite:///{tmp_path / 'flaky.sqlite3'}", write_timeout=2.0)
 
     def locked():
         raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))

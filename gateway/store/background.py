@@ -41,6 +41,8 @@ _FAIREST = (
         runs.c.created_at,
     )
     .limit(1)
+    # PostgreSQL: consumers claiming at once each get a different run (SQLite takes one writer at a time).
+    .with_for_update(skip_locked=True)
 )
 _RUN = sa.select(runs).where(runs.c.response_id == sa.bindparam("id"))
 _EVENTS_AFTER = (
@@ -214,8 +216,10 @@ class BackgroundStore:
 
         def write() -> Claimed | None:
             with self._engine.begin() as conn:
-                for _ in range(3):  # another consumer may take the chosen run first
-                    chosen = conn.execute(_FAIREST).scalar() or response_id
+                while True:
+                    chosen = conn.execute(_FAIREST).scalar()
+                    if chosen is None:
+                        return None  # nothing queued: this message's run was taken by another's
                     done = conn.execute(
                         runs.update()
                         .where(runs.c.response_id == chosen, runs.c.status == "queued")
@@ -223,8 +227,6 @@ class BackgroundStore:
                     ).rowcount
                     if done:
                         break
-                else:
-                    return None
                 row = conn.execute(_RUN, {"id": chosen}).first()
                 conn.execute(responses.update().where(responses.c.id == chosen).values(status="in_progress"))
                 return Claimed(row.response_id, row.tenant, row.job or "", row.last_seq)

@@ -242,7 +242,8 @@ class Database:
                 lasting = _lasting(exc)
                 if lasting or time.monotonic() + wait >= retry_until:
                     log.warning("store %s failed (%s): %s", op, kind, first_line(exc))
-                    self._breaker.failed(sustained=retry_for >= self._breaker.WINDOW / 5 and not lasting)
+                    failing_for = time.monotonic() - now
+                    self._breaker.failed(sustained=not lasting and failing_for >= self._breaker.WINDOW / 5)
                     self._report(op, started, kind)
                     raise StoreUnavailable() from exc
                 time.sleep(random.uniform(wait / 2, wait))
