@@ -68,6 +68,19 @@ class _BoundedServer(simple_websocket.Server):
 
     queued_bytes_max = 0  # set per socket: max_body_bytes
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        # The turn's thread sends while the reader may refuse: wsproto (and its deflate state) takes one at a time.
+        self._sending = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def send(self, data: Any) -> None:
+        with self._sending:
+            super().send(data)
+
+    def close(self, reason: Any = None, message: Any = None) -> None:
+        with self._sending:
+            super().close(reason, message)
+
     def _handle_events(self) -> bool:
         keep_going = super()._handle_events()
         buffered = self.input_buffer
@@ -409,7 +422,8 @@ class Connection:
             for event in events:
                 self._send_event(event, stream_id)
                 last = event
-            return last is None or last.event not in _FAILED
+            # (A provider's stream may name its events only in their data.)
+            return last is None or (last.event or (last.json() or {}).get("type")) not in _FAILED
         finally:
             self._abort = None
             events.close()
