@@ -223,7 +223,7 @@ def test_gateway_serve_listens_on_the_port_given(tmp_path):
             try:
                 resp = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening, or its worker still booting
                 assert proc.poll() is None, proc.stderr.read().decode()
                 subprocess.run(["sleep", "0.2"], check=True)
         assert resp.status_code == 200

@@ -13,7 +13,9 @@ import collections
 import contextlib
 import logging
 import signal
+import socket
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Mapping
@@ -106,7 +108,23 @@ class _BoundedServer(simple_websocket.Server):
         self.input_buffer.clear()  # nothing queued is answered: its memory goes now
         self.connected = False
         self.event.set()
+        self._linger()
         return False
+
+    def _linger(self, seconds: float = 2.0, most: int = 64 * 1024 * 1024) -> None:
+        """Read and drop what the client still sends, for a moment, before the socket is closed: a close with
+        unread data makes the kernel reset the connection, and the client would lose the error event and
+        the close frame still in its receive buffer.
+        """
+        deadline = time.monotonic() + seconds
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+            while most > 0 and (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                data = self.sock.recv(65536)
+                if not data:
+                    break  # the client closed its side
+                most -= len(data)
 
 
 class _Sockets:
