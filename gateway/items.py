@@ -209,7 +209,9 @@ def resendable_input(item: dict) -> dict:
     it (``as_listed`` adds a status), but with those the client gave where the item means them. A new dict.
     """
     kind = item.get("type")
-    drop = ("status",) if kind in _KEEPS_ID else ("id",) if kind in _KEEPS_STATUS else ("id", "status")
-    if kind in _KEEPS_ID and kind in _KEEPS_STATUS:
-        drop = ()
+    drop = {"id", "status"}
+    if kind in _KEEPS_ID:
+        drop.discard("id")
+    if kind in _KEEPS_STATUS:
+        drop.discard("status")
     return {k: v for k, v in item.items() if k not in drop}
