@@ -168,6 +168,36 @@ def gateway(gateway_env):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def scripted():
+    """tests/scripted_model.py's model, on a free port of 127.0.0.1."""
+    from tests.scripted_model import ScriptedModel
+
+    model = ScriptedModel().start()
+    yield model
+    model.stop()
+
+
+@pytest.fixture(scope="module")
+def scripted_gateway(scripted, tmp_path_factory):
+    """The gateway under gunicorn before the scripted model, as an emulated provider (``scriptchat``) and as
+    a native one (``scriptnative``): the real clients' tests run one scenario on both.
+    """
+    store = tmp_path_factory.mktemp("scripted") / "gateway.sqlite3"
+    server = Gunicorn(
+        {
+            "GATEWAY_PROVIDERS__SCRIPTCHAT__BASE_URL": scripted.url,
+            "GATEWAY_PROVIDERS__SCRIPTCHAT__API": "chat",
+            "GATEWAY_PROVIDERS__SCRIPTNATIVE__BASE_URL": scripted.url,
+            "GATEWAY_PROVIDERS__SCRIPTNATIVE__API": "responses",
+            "GATEWAY_STORE_URL": f"sqlite:///{store}",
+            "GATEWAY_KEY_SALT": "test-salt",
+        }
+    )
+    yield server
+    server.stop()
+
+
 def _server_url(variable: str, server_class: type):
     """The URL in ``variable``, else a private server's, started now and stopped when the session ends."""
     if os.environ.get(variable):

@@ -15,35 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Gunicorn
-from tests.scripted_model import MODEL, ScriptedModel
+from tests.scripted_model import MODEL
 
 CODEX = Path(__file__).parent / "node_client" / "node_modules" / ".bin" / "codex"
 pytestmark = [pytest.mark.node, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def scripted():
-    model = ScriptedModel().start()
-    yield model
-    model.stop()
-
-
-@pytest.fixture(scope="module")
-def gateway(scripted, tmp_path_factory):
-    store = tmp_path_factory.mktemp("codex") / "gateway.sqlite3"
-    server = Gunicorn(
-        {
-            "GATEWAY_PROVIDERS__SCRIPTCHAT__BASE_URL": scripted.url,
-            "GATEWAY_PROVIDERS__SCRIPTCHAT__API": "chat",
-            "GATEWAY_PROVIDERS__SCRIPTNATIVE__BASE_URL": scripted.url,
-            "GATEWAY_PROVIDERS__SCRIPTNATIVE__API": "responses",
-            "GATEWAY_STORE_URL": f"sqlite:///{store}",
-            "GATEWAY_KEY_SALT": "test-salt",
-        }
-    )
-    yield server
-    server.stop()
 
 
 class Codex:
@@ -84,8 +59,8 @@ class Codex:
 
 
 @pytest.mark.parametrize("provider", ["scriptchat", "scriptnative"], ids=["emulated", "native"])
-def test_codex_runs_a_command_and_resumes_the_session(gateway, scripted, provider, tmp_path):
-    codex = Codex(tmp_path, gateway.url, provider)
+def test_codex_runs_a_command_and_resumes_the_session(scripted_gateway, scripted, provider, tmp_path):
+    codex = Codex(tmp_path, scripted_gateway.url, provider)
     first = codex.run("please run `echo $((6*7))`")
     assert "Answer to 'please run `echo $((6*7))`'" in first and "42" in first  # the command's output came back
 
@@ -104,8 +79,10 @@ def test_codex_runs_a_command_and_resumes_the_session(gateway, scripted, provide
 
 
 @pytest.mark.parametrize("provider", ["scriptchat", "scriptnative"], ids=["emulated", "native"])
-def test_codex_with_a_gpt5_model_name_writes_a_file_with_its_apply_patch(gateway, scripted, provider, tmp_path):
-    codex = Codex(tmp_path, gateway.url, provider)
+def test_codex_with_a_gpt5_model_name_writes_a_file_with_its_apply_patch(
+    scripted_gateway, scripted, provider, tmp_path
+):
+    codex = Codex(tmp_path, scripted_gateway.url, provider)
     said = codex.run("-m", "gpt-5.5", "--sandbox", "workspace-write", "please write `hello from codex` to `notes.txt`")
     assert "Success" in said
     assert (codex.work / "notes.txt").read_text() == "hello from codex\n"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.test_real_clients import BOTH, PROVIDERS, _agents_run, gateway, scripted  # noqa: F401 - fixtures
+from tests.test_real_clients import BOTH, PROVIDERS, _agents_run
 
 provider_kinds = pytest.mark.parametrize("provider", PROVIDERS)
 
@@ -22,17 +22,17 @@ def _conversation(gateway_url: str, provider: str) -> tuple[str, openai.OpenAI]:
 
 @pytest.mark.slow
 @provider_kinds
-def test_agents_sdk_turns_on_one_conversation(gateway, scripted, provider):  # noqa: F811 - fixtures
+def test_agents_sdk_turns_on_one_conversation(scripted_gateway, scripted, provider):
     from agents import Runner
 
-    conv_id, client = _conversation(gateway.url, provider)
+    conv_id, client = _conversation(scripted_gateway.url, provider)
     questions = ["What is the weather and the time?", "And tomorrow?", "parallel: and next week?"]
 
     async def steps(agent):
         return [await Runner.run(agent, q, conversation_id=conv_id) for q in questions]
 
     try:
-        results = _agents_run(gateway.url, provider, steps)
+        results = _agents_run(scripted_gateway.url, provider, steps)
         assert [r.final_output for r in results] == [f"Answer to '{q}': {BOTH}" for q in questions]
         # Every model call continued the conversation: the provider saw the earlier turns each time.
         items = list(client.conversations.items.list(conv_id, order="asc", limit=100))
@@ -52,7 +52,7 @@ def test_agents_sdk_turns_on_one_conversation(gateway, scripted, provider):  # n
 
 @pytest.mark.slow
 @provider_kinds
-def test_agents_sdk_conversations_session(gateway, scripted, provider):  # noqa: F811 - fixtures
+def test_agents_sdk_conversations_session(scripted_gateway, scripted, provider):
     from agents import Runner
     from agents.memory import OpenAIConversationsSession
 
@@ -64,7 +64,7 @@ def test_agents_sdk_conversations_session(gateway, scripted, provider):  # noqa:
         items = await session.get_items()
         return first, second, items
 
-    first, second, items = _agents_run(gateway.url, provider, steps)
+    first, second, items = _agents_run(scripted_gateway.url, provider, steps)
     assert first.final_output == f"Answer to 'What is the weather and the time?': {BOTH}"
     assert second.final_output == f"Answer to 'And tomorrow?': {BOTH}"
     assert [i.get("role") for i in items if i.get("type", "message") == "message"].count("user") == 2

@@ -19,8 +19,7 @@ import pytest
 import requests
 
 from tests import strict_types as strict
-from tests.conftest import Gunicorn
-from tests.scripted_model import MODEL, NARRATION, ScriptedModel
+from tests.scripted_model import MODEL, NARRATION
 
 NODE_CLIENT = Path(__file__).parent / "node_client"
 PROVIDERS = ["scriptchat", "scriptnative"]  # api = "chat" (emulated), api = "responses" (native)
@@ -50,27 +49,8 @@ def run_tool(name: str, arguments: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def scripted():
-    model = ScriptedModel().start()
-    yield model
-    model.stop()
-
-
-@pytest.fixture(scope="module")
-def gateway(scripted, tmp_path_factory):
-    store = tmp_path_factory.mktemp("real-clients") / "gateway.sqlite3"
-    server = Gunicorn(
-        {
-            "GATEWAY_PROVIDERS__SCRIPTCHAT__BASE_URL": scripted.url,
-            "GATEWAY_PROVIDERS__SCRIPTCHAT__API": "chat",
-            "GATEWAY_PROVIDERS__SCRIPTNATIVE__BASE_URL": scripted.url,
-            "GATEWAY_PROVIDERS__SCRIPTNATIVE__API": "responses",
-            "GATEWAY_STORE_URL": f"sqlite:///{store}",
-            "GATEWAY_KEY_SALT": "test-salt",
-        }
-    )
-    yield server
-    server.stop()
+def gateway(scripted_gateway):
+    return scripted_gateway
 
 
 @pytest.fixture
