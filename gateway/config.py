@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import os
 import re
@@ -119,10 +120,25 @@ def _checked(kwargs: dict[str, Any]) -> list[SettingsError]:
     if isinstance(capacity, int) and isinstance(reserve, int) and reserve != -1 and not 0 <= reserve < capacity:
         message = f"must be -1 (a tenth), or from 0 to {capacity_key} - 1 ({capacity - 1}), not {reserve}"
         errors.append(SettingsError(message, key="websocket_reserve"))
+    hosts = kwargs.get("mcp_hosts", [])
+    for entry in hosts if isinstance(hosts, list) else []:
+        if not _host_entry(entry):
+            message = f"each must be a host name, *.domain, an address or a network, not {entry!r}"
+            errors.append(SettingsError(message, key="mcp_hosts"))
     bind = kwargs.get("bind", "127.0.0.1:8787")
     if not (bind.startswith("unix:") or re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):\d{1,5}", bind)):
         errors.append(SettingsError(f"must be HOST:PORT, [IPv6]:PORT or unix:PATH, not {bind!r}", key="bind"))
     return errors
+
+
+def _host_entry(entry: Any) -> bool:
+    if not isinstance(entry, str) or not entry.strip():
+        return False
+    try:
+        ipaddress.ip_network(entry.strip("[]"), strict=False)
+    except ValueError:
+        return re.fullmatch(r"(\*\.)?[A-Za-z0-9_.-]+", entry) is not None
+    return True
 
 
 def _setting(default: Any, doc: str) -> Any:
@@ -244,6 +260,19 @@ class Settings:
     )
     custom_hosts: list = _setting(
         [], "base URLs a caller may name in `x-portkey-custom-host` or a config's `custom_host` (none by default)"
+    )
+    mcp_hosts: list = _setting(
+        [],
+        "hosts of the remote MCP servers the gateway may call for `mcp` tools it runs itself: names "
+        "(`mcp.example.com`), wildcards (`*.example.com`), addresses or networks (`10.0.0.0/8`); a private or "
+        "loopback address is reached only when listed as an address or network; empty: none",
+    )
+    mcp_timeout: float = _setting(30.0, "seconds an MCP server may take to answer one message (a listing, a call)")
+    mcp_max_result_bytes: int = _setting(
+        1048576, "the most bytes one answer of an MCP server may hold; a larger call result ends as an error"
+    )
+    mcp_max_calls: int = _setting(
+        20, "the most MCP tool calls the gateway runs for one response (a request's `max_tool_calls` may lower it)"
     )
     retry_backoff_base: float = _setting(0.5, "first retry waits up to this many seconds (full jitter), doubling")
     retry_backoff_cap: float = _setting(8.0, "longest wait between retries, seconds")

@@ -13,6 +13,7 @@ from .compaction import Sealer
 from .config import Settings
 from .extensions.background import BackgroundSubmission
 from .extensions.compaction import AutoCompaction, CompactionTrigger
+from .extensions.mcp import McpTools
 from .extensions.warmup import WarmUp
 from .observe import Observer
 from .providers import Catalogue
@@ -39,6 +40,7 @@ class Services:
     extensions: tuple = ()
     befores: tuple = ()
     plans: tuple = ()
+    arounds: tuple = ()
 
 
 def init_app(app: Flask, settings: Settings) -> Services:
@@ -51,7 +53,7 @@ def init_app(app: Flask, settings: Settings) -> Services:
     # Tenant digests must agree across workers and hosts and survive restarts: one salt, kept in the store.
     salt = settings.key_salt or (lambda: store.secret("key_salt"))
     catalogue = Catalogue(settings.providers, hosted_tools=settings.hosted_tools)
-    extensions = (BackgroundSubmission(), CompactionTrigger(), AutoCompaction(), WarmUp())
+    extensions = (BackgroundSubmission(), CompactionTrigger(), AutoCompaction(), WarmUp(), McpTools(settings))
     svc = Services(
         settings=settings,
         catalogue=catalogue,
@@ -79,6 +81,7 @@ def init_app(app: Flask, settings: Settings) -> Services:
         extensions=extensions,
         befores=tuple(e.before for e in extensions if hasattr(e, "before")),
         plans=tuple(e.plan for e in extensions if hasattr(e, "plan")),
+        arounds=tuple(e.around for e in extensions if hasattr(e, "around")),
     )
     app.extensions[EXTENSION] = svc
     return svc

@@ -1,9 +1,11 @@
-"""Create: resolve, the extensions' ``before``, route, attempt (per target: plan, the extensions' ``plan``,
-send), finish (in ``send``'s adapter, through the sinks).
+"""Create: resolve, the extensions' ``before``, route, the extensions' ``around`` the attempt stage, attempt
+(per target: plan, the extensions' ``plan``, send), finish (in ``send``'s adapter, through the sinks).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..call import Call, Context, Turn
@@ -51,7 +53,22 @@ def create(svc: Services, call: Call) -> tuple[Reply, Target]:
     for before in svc.befores:
         if (early := before(ctx, turn, targets)) is not None:
             return early, targets[0]
-    return attempt(svc, targets, lambda target: _create_on(ctx, turn, target), trace)
+
+    def run(inner: Turn) -> tuple[Reply, Target]:
+        return attempt(svc, targets, lambda target: _create_on(ctx, inner, target), trace)
+
+    for around in reversed(svc.arounds):  # the first listed is the outermost
+        run = functools.partial(around, ctx, targets=targets, run=run, record=functools.partial(_record, ctx, turn))
+    return run(turn)
+
+
+def _record(ctx: Context, turn: Turn, target: Target) -> Callable[[dict], None]:
+    """The finish of a response an ``around`` extension made of several calls: kept as the gateway's own
+    (emulated) response, with this turn's input, as an adapter's would be.
+    """
+    plan = make_plan(ctx.svc, ctx.caller, turn, target)
+    plan.native = False
+    return finisher(ctx.svc, ctx.caller, turn, plan, ctx.trace)
 
 
 def _create_on(ctx: Context, turn: Turn, target: Target) -> Reply:

@@ -52,6 +52,9 @@ class Provider:
     # Chat providers that take reasoning back: the assistant message's field for it ("reasoning_content");
     # None: reasoning items in the input are left out of the chat request.
     reasoning_field: str | None = None
+    # Native providers that run remote MCP tools themselves (``mcp`` tools pass through); for the others the
+    # gateway runs them.
+    runs_mcp: bool = False
     # Why the entry cannot be used yet (an unfilled placeholder); None when usable.
     unconfigured: str | None = None
 

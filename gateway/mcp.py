@@ -1,0 +1,376 @@
+"""The gateway as a client of remote MCP servers: list a server's tools and call them, for ``mcp`` tools.
+
+A small JSON-RPC client over the streamable HTTP transport (and the older HTTP+SSE one, for a ``server_url``
+whose path ends in ``/sse``), on ``requests``: the official SDK's client is asyncio, which does not run
+inside a gevent worker's greenlets, and the few messages the gateway needs (``initialize``, ``tools/list``,
+``tools/call``) do not need it. Its own server is what the tests talk to.
+
+Every exchange is bounded: ``mcp_timeout`` for each message (a server that hangs ends the wait), and
+``mcp_max_result_bytes`` for each answer, read in pieces (a server that answers 50 MB is cut off, not held).
+Only hosts the operator lists in ``mcp_hosts`` are called; the address is checked on the connected socket
+itself, so a name that resolves to a private address later (DNS rebinding) is still refused. Redirects are
+never followed. A session belongs to one create: nothing is shared between tenants or requests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import ipaddress
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from . import sse
+
+PROTOCOL_VERSION = "2025-06-18"
+_ACCEPT = "application/json, text/event-stream"
+
+
+class McpFailure(Exception):
+    """An MCP server could not be reached or answered wrongly; ``error`` is the item's ``error`` object."""
+
+    def __init__(self, message: str, *, kind: str = "http_error", code: int = 0):
+        super().__init__(message)
+        self.message = message
+        self.error = {"type": kind, "code": code, "message": message}
+
+
+class Refused(McpFailure):
+    """The server's host or address is not one the operator allows."""
+
+    def __init__(self, message: str):
+        super().__init__(message, code=403)
+
+
+@dataclasses.dataclass(frozen=True)
+class HostPolicy:
+    """``mcp_hosts``: names (``mcp.example.com``), wildcards (``*.example.com``), addresses and networks.
+
+    A server's host must be listed by name, by wildcard, or (an address in the URL) by address. Whatever
+    the name resolves to, the connection is kept only to a public address, or to one inside a listed
+    address or network: a private or loopback server is reached only when its address is listed.
+    """
+
+    names: frozenset[str] = frozenset()
+    wildcards: tuple[str, ...] = ()
+    networks: tuple[Any, ...] = ()
+
+    @classmethod
+    def of(cls, entries: list[str]) -> HostPolicy:
+        names, wildcards, networks = set(), [], []
+        for entry in entries:
+            try:
+                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            except ValueError:
+                if "*" in entry:
+                    wildcards.append(entry.lower())
+                else:
+                    names.add(entry.lower())
+        return cls(frozenset(names), tuple(wildcards), tuple(networks))
+
+    def host_allowed(self, host: str) -> bool:
+        host = host.lower().strip("[]")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return host in self.names or any(fnmatch.fnmatchcase(host, w) for w in self.wildcards)
+        return self.address_allowed(address)
+
+    def address_allowed(self, address: Any) -> bool:
+        if any(address in network for network in self.networks):
+            return True
+        return address.is_global
+
+
+class _Checked:
+    """A connection that keeps its socket only when the address it reached is one the policy allows."""
+
+    policy: HostPolicy
+
+    def _new_conn(self) -> Any:
+        sock = super()._new_conn()  # type: ignore[misc]
+        peer = sock.getpeername()[0]
+        if not self.policy.address_allowed(ipaddress.ip_address(peer.split("%")[0])):
+            sock.close()
+            raise Refused(f"the MCP server's address {peer} is not one the gateway's mcp_hosts allow")
+        return sock
+
+
+class _Adapter(HTTPAdapter):
+    def __init__(self, policy: HostPolicy):
+        self._policy = policy
+        super().__init__(pool_connections=1, pool_maxsize=2, max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        policy = self._policy
+        http = type("CheckedHTTP", (_Checked, urllib3.connection.HTTPConnection), {"policy": policy})
+        https = type("CheckedHTTPS", (_Checked, urllib3.connection.HTTPSConnection), {"policy": policy})
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": type("CheckedHTTPPool", (urllib3.HTTPConnectionPool,), {"ConnectionCls": http}),
+            "https": type("CheckedHTTPSPool", (urllib3.HTTPSConnectionPool,), {"ConnectionCls": https}),
+        }
+        self.poolmanager.key_fn_by_scheme = dict(self.poolmanager.key_fn_by_scheme)
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    policy: HostPolicy
+    timeout: float  # seconds for one message's answer
+    max_bytes: int  # the most one answer may hold
+
+
+class Session:
+    """One MCP session with one server, opened for one create and closed at its end."""
+
+    def __init__(self, url: str, headers: dict[str, str], limits: Limits):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise McpFailure("the MCP server_url must be an http or https URL", code=400)
+        if not limits.policy.host_allowed(parts.hostname):
+            raise Refused(f"the MCP server's host {parts.hostname!r} is not in the gateway's mcp_hosts")
+        self.url, self.limits = url, limits
+        self._http = requests.Session()
+        self._http.trust_env = False  # a proxy from the environment would connect in the policy's place
+        adapter = _Adapter(limits.policy)
+        self._http.mount("http://", adapter)
+        self._http.mount("https://", adapter)
+        self._headers = {**headers, "Content-Type": "application/json", "Accept": _ACCEPT}
+        self._next_id = 0
+        self._session_id: str | None = None
+        self._events: Iterator[sse.Event] | None = None  # the HTTP+SSE transport's one stream of answers
+        self._stream: requests.Response | None = None
+        self._post_url = url
+        self._started = False
+        self._window = {"deadline": 0.0, "size": 0}  # the HTTP+SSE stream's bounds, renewed for each answer
+
+    # -- the three messages ------------------------------------------------------------------------------
+
+    def list_tools(self) -> list[dict]:
+        self._start()
+        tools: list[dict] = []
+        cursor = None
+        for _ in range(100):  # pages, bounded: a server that pages forever is cut off
+            result = self._rpc("tools/list", {"cursor": cursor} if cursor else {})
+            tools.extend(t for t in result.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("name"), str))
+            cursor = result.get("nextCursor")
+            if not cursor:
+                break
+        return tools
+
+    def call_tool(self, name: str, arguments: dict) -> dict:
+        self._start()
+        return self._rpc("tools/call", {"name": name, "arguments": arguments})
+
+    def close(self) -> None:
+        try:
+            if self._session_id is not None and self._events is None:
+                self._http.delete(self.url, headers=self._session_headers(), timeout=1, allow_redirects=False)
+        except requests.RequestException:
+            pass  # the server ends an idle session itself
+        finally:
+            if self._stream is not None:
+                self._stream.close()
+            self._http.close()
+
+    # -- the transport -----------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        if urllib.parse.urlsplit(self.url).path.rstrip("/").endswith("/sse"):
+            self._open_sse()
+        params = {
+            "protocolVersion": PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "ai-gateway", "version": "1"},
+        }
+        result = self._rpc("initialize", params)
+        self._version = result.get("protocolVersion") or PROTOCOL_VERSION
+        self._rpc("notifications/initialized", None, notify=True)
+
+    def _session_headers(self) -> dict[str, str]:
+        headers = dict(self._headers)
+        if self._session_id:
+            headers["Mcp-Session-Id"] = self._session_id
+        if getattr(self, "_version", None):
+            headers["MCP-Protocol-Version"] = self._version
+        return headers
+
+    def _post(self, payload: dict) -> requests.Response:
+        try:
+            resp = self._http.post(
+                self._post_url,
+                data=orjson.dumps(payload),
+                headers=self._session_headers(),
+                timeout=(min(5.0, self.limits.timeout), self.limits.timeout),
+                stream=True,
+                allow_redirects=False,
+            )
+        except McpFailure:
+            raise
+        except requests.RequestException as exc:
+            raise _failure(exc, self.limits.timeout) from None
+        if 300 <= resp.status_code < 400:
+            resp.close()
+            raise McpFailure(
+                f"the MCP server redirected (HTTP {resp.status_code}); redirects are not followed",
+                code=resp.status_code,
+            )
+        if resp.status_code >= 400:
+            resp.close()
+            raise McpFailure(f"the MCP server answered HTTP {resp.status_code}", code=resp.status_code)
+        return resp
+
+    def _rpc(self, method: str, params: dict | None, *, notify: bool = False) -> dict:
+        payload: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            payload["params"] = params
+        if not notify:
+            self._next_id += 1
+            payload["id"] = self._next_id
+        deadline = time.monotonic() + self.limits.timeout
+        self._window.update(deadline=deadline, size=0)
+        resp = self._post(payload)
+        if method == "initialize" and resp.headers.get("Mcp-Session-Id"):
+            self._session_id = resp.headers["Mcp-Session-Id"]
+        if notify:
+            resp.close()
+            return {}
+        if self._events is not None:  # HTTP+SSE: the answer comes on the stream opened first
+            resp.close()
+            return self._answer(self._events, payload["id"], deadline)
+        kind = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        try:
+            if kind == "text/event-stream":
+                window = {"deadline": deadline, "size": 0}
+                return self._answer(sse.iter_events(self._read(resp, window)), payload["id"], deadline)
+            body = b"".join(self._read(resp, {"deadline": deadline, "size": 0}))
+        finally:
+            resp.close()
+        return _result(_parsed(body), payload["id"])
+
+    def _answer(self, events: Iterator[sse.Event], wanted: int, deadline: float) -> dict:
+        for event in events:
+            if time.monotonic() > deadline:
+                raise _timed_out(self.limits.timeout)
+            message = event.json()
+            if isinstance(message, dict) and message.get("id") == wanted:
+                return _result(message, wanted)
+        raise McpFailure("the MCP server ended its stream without an answer", kind="mcp_protocol_error", code=-32603)
+
+    def _read(self, resp: requests.Response, window: dict) -> Iterator[bytes]:
+        """The body in pieces, within the window's deadline and the size limit (an HTTP+SSE stream's window
+        is renewed for each answer it carries).
+        """
+        try:
+            for chunk in resp.iter_content(65536):
+                window["size"] += len(chunk)
+                if window["size"] > self.limits.max_bytes:
+                    raise McpFailure(
+                        f"the MCP server's answer is larger than the gateway's mcp_max_result_bytes "
+                        f"({self.limits.max_bytes})",
+                        code=413,
+                    )
+                if time.monotonic() > window["deadline"]:
+                    raise _timed_out(self.limits.timeout)
+                yield chunk
+        except requests.RequestException as exc:
+            raise _failure(exc, self.limits.timeout) from None
+
+    def _open_sse(self) -> None:
+        """The HTTP+SSE transport: a GET stream whose first event names where to POST messages."""
+        deadline = time.monotonic() + self.limits.timeout
+        self._window.update(deadline=deadline, size=0)
+        try:
+            resp = self._http.get(
+                self.url,
+                headers={**self._headers, "Accept": "text/event-stream"},
+                timeout=(min(5.0, self.limits.timeout), self.limits.timeout),
+                stream=True,
+                allow_redirects=False,
+            )
+        except McpFailure:
+            raise
+        except requests.RequestException as exc:
+            raise _failure(exc, self.limits.timeout) from None
+        if resp.status_code != 200:
+            resp.close()
+            raise McpFailure(f"the MCP server answered HTTP {resp.status_code}", code=resp.status_code)
+        self._stream = resp
+        self._events = sse.iter_events(self._read(resp, self._window))
+        for event in self._events:
+            if time.monotonic() > deadline:
+                raise _timed_out(self.limits.timeout)
+            if event.event == "endpoint" and event.data:
+                target = urllib.parse.urljoin(self.url, event.data.strip())
+                if urllib.parse.urlsplit(target).netloc != urllib.parse.urlsplit(self.url).netloc:
+                    raise Refused("the MCP server named a message endpoint on another host")
+                self._post_url = target
+                return
+        raise McpFailure("the MCP server's event stream ended before naming its endpoint", code=502)
+
+
+def _parsed(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise McpFailure("the MCP server's answer is not JSON", kind="mcp_protocol_error", code=-32700) from None
+
+
+def _result(message: Any, wanted: int) -> dict:
+    if isinstance(message, list):  # a batch: the one answer this request is owed
+        message = next((m for m in message if isinstance(m, dict) and m.get("id") == wanted), None)
+    if not isinstance(message, dict):
+        raise McpFailure("the MCP server's answer is not a JSON-RPC message", kind="mcp_protocol_error", code=-32600)
+    error = message.get("error")
+    if isinstance(error, dict):
+        code = error.get("code") if isinstance(error.get("code"), int) else -32603
+        raise McpFailure(str(error.get("message") or "error"), kind="mcp_protocol_error", code=code)
+    result = message.get("result")
+    if not isinstance(result, dict):
+        raise McpFailure("the MCP server's answer has no result", kind="mcp_protocol_error", code=-32603)
+    return result
+
+
+def _timed_out(seconds: float) -> McpFailure:
+    return McpFailure(f"the MCP server did not answer within the gateway's mcp_timeout ({seconds:g} s)", code=504)
+
+
+def _failure(exc: BaseException, seconds: float) -> McpFailure:
+    for cause in _causes(exc):
+        if isinstance(cause, McpFailure):
+            return cause
+    if any(isinstance(c, requests.Timeout | urllib3.exceptions.TimeoutError | TimeoutError) for c in _causes(exc)):
+        return _timed_out(seconds)
+    return McpFailure(f"the MCP server could not be reached ({type(exc).__name__})", code=502)
+
+
+def _causes(exc: BaseException | None) -> Iterator[BaseException]:
+    seen = 0
+    while exc is not None and seen < 10:
+        yield exc
+        for arg in getattr(exc, "args", ()):
+            if isinstance(arg, BaseException):
+                yield from _causes(arg)
+        exc = exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)
+        seen += 1
+
+
+def text_of(result: dict) -> str:
+    """A ``tools/call`` result as the model is given it: its text parts, or its JSON."""
+    parts = result.get("content")
+    if isinstance(parts, list):
+        texts = [p.get("text") for p in parts if isinstance(p, dict) and p.get("type") == "text"]
+        if texts and all(isinstance(t, str) for t in texts) and len(texts) == len(parts):
+            return "\n".join(texts)
+        return orjson.dumps(parts).decode()
+    return orjson.dumps(result.get("structuredContent")).decode()

@@ -1,0 +1,325 @@
+"""Remote MCP tools the gateway runs itself, against the official ``mcp`` SDK's own server on 127.0.0.1.
+
+The model is tests/scripted_model.py, as an emulated provider (``scriptchat``) and a native one that does not
+run MCP (``scriptnative``): it calls each tool it is offered once, then answers with the results. The server
+(tests/mcp_server.py) has a fast tool, a slow one, a failing one and one that answers megabytes.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import openai
+import pytest
+import requests
+
+from tests import strict_types
+from tests.conftest import KEY, ROOT, Gunicorn
+from tests.services import free_port
+
+PROVIDERS = ["scriptchat", "scriptnative"]
+
+
+class McpServer:
+    def __init__(self, transport: str = "streamable-http", *extra: str):
+        self.port = free_port()
+        path = "/sse" if transport == "sse" else "/mcp"
+        self.url = f"http://127.0.0.1:{self.port}{path}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.mcp_server", str(self.port), transport, *extra],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("the MCP server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+class Hanging:
+    """A server that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/mcp"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def stop(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def mcp_server():
+    server = McpServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def mcp_gateway(scripted, tmp_path_factory):
+    store = tmp_path_factory.mktemp("mcp") / "gateway.sqlite3"
+    server = Gunicorn(
+        {
+            "GATEWAY_PROVIDERS__SCRIPTCHAT__BASE_URL": scripted.url,
+            "GATEWAY_PROVIDERS__SCRIPTCHAT__API": "chat",
+            "GATEWAY_PROVIDERS__SCRIPTNATIVE__BASE_URL": scripted.url,
+            "GATEWAY_PROVIDERS__SCRIPTNATIVE__API": "responses",
+            "GATEWAY_STORE_URL": f"sqlite:///{store}",
+            "GATEWAY_KEY_SALT": "test-salt",
+            "GATEWAY_MCP_HOSTS": "127.0.0.1",
+            "GATEWAY_MCP_TIMEOUT": "3",
+            "GATEWAY_MCP_MAX_RESULT_BYTES": "1000000",
+        }
+    )
+    yield server
+    server.stop()
+
+
+def _client(gateway, provider: str) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=gateway.url + "/v1",
+        api_key=KEY,
+        max_retries=0,
+        default_headers={"x-portkey-provider": provider},
+        _strict_response_validation=True,
+    )
+
+
+def _mcp(server_url: str, **extra) -> dict:
+    return {"type": "mcp", "server_label": "tests", "server_url": server_url, "require_approval": "never", **extra}
+
+
+def _types(response) -> list[str]:
+    return [item.type for item in response.output]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_the_gateway_lists_calls_and_answers_with_the_result(mcp_gateway, mcp_server, provider):
+    client = _client(mcp_gateway, provider)
+    tool = _mcp(mcp_server.url, allowed_tools=["add"])
+    first = client.responses.create(model="scripted-1", input="add them", tools=[tool])
+    assert first.status == "completed"
+    assert _types(first) == ["mcp_list_tools", "mcp_call", "message"]
+    listing, call, message = first.output
+    assert [t.name for t in listing.tools] == ["add"]
+    assert listing.tools[0].input_schema["required"] == ["a", "b"]
+    assert (call.name, call.server_label, json.loads(call.arguments)) == ("add", "tests", {"a": 3, "b": 3})
+    assert (call.output, call.error, call.status) == ("6", None, "completed")
+    assert message.content[0].text == "Answer to 'add them': 6"
+    assert first.usage.total_tokens == 60  # two model calls of 30 tokens each, summed
+    assert first.tools[0].type == "mcp"
+
+    # The next turn reuses the stored listing (no new mcp_list_tools) and sees the earlier call.
+    second = client.responses.create(model="scripted-1", input="again", tools=[tool], previous_response_id=first.id)
+    assert _types(second) == ["mcp_call", "message"]
+    assert second.output[-1].content[0].text == "Answer to 'again': 6"
+    third = client.responses.create(
+        model="scripted-1", input="and once more", tools=[tool], previous_response_id=second.id
+    )
+    assert _types(third) == ["mcp_call", "message"]
+    stored = client.responses.retrieve(third.id)
+    assert stored.output[0].output == "6"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_streamed_calls_have_their_events_in_order(mcp_gateway, mcp_server, provider):
+    response = requests.post(
+        mcp_gateway.url + "/v1/responses",
+        headers={"Authorization": f"Bearer {KEY}", "x-portkey-provider": provider},
+        json={
+            "model": "scripted-1",
+            "input": "add",
+            "stream": True,
+            "tools": [_mcp(mcp_server.url, allowed_tools=["add"])],
+        },
+        timeout=30,
+    )
+    assert response.status_code == 200
+    events = strict_types.sse_events(response.text)
+    final = strict_types.stream(events)
+    kinds = [e["type"] for e in events]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed"
+    for wanted in (
+        "response.mcp_list_tools.in_progress",
+        "response.mcp_list_tools.completed",
+        "response.mcp_call_arguments.delta",
+        "response.mcp_call_arguments.done",
+        "response.mcp_call.in_progress",
+        "response.mcp_call.completed",
+        "response.output_text.delta",
+    ):
+        assert wanted in kinds, wanted
+    assert kinds.index("response.mcp_call.completed") < kinds.index("response.output_text.delta")
+    assert [i["type"] for i in final["output"]] == ["mcp_list_tools", "mcp_call", "message"]
+    assert final["output"][1]["output"] == "6"
+    indexes = [e["output_index"] for e in events if e["type"] == "response.output_item.added"]
+    assert indexes == [0, 1, 2]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_approval_ends_the_response_and_the_next_turn_runs_the_call(mcp_gateway, mcp_server, provider):
+    client = _client(mcp_gateway, provider)
+    tool = _mcp(mcp_server.url, allowed_tools=["add"], require_approval="always")
+    first = client.responses.create(model="scripted-1", input="add please", tools=[tool])
+    assert _types(first) == ["mcp_list_tools", "mcp_approval_request"]
+    asked = first.output[1]
+    assert (asked.name, json.loads(asked.arguments)) == ("add", {"a": 3, "b": 3})
+    second = client.responses.create(
+        model="scripted-1",
+        previous_response_id=first.id,
+        tools=[tool],
+        input=[{"type": "mcp_approval_response", "approval_request_id": asked.id, "approve": True}],
+    )
+    assert _types(second) == ["mcp_call", "message"]
+    assert second.output[0].approval_request_id == asked.id
+    assert second.output[0].output == "6"
+    assert second.output[1].content[0].text == "Answer to 'add please': 6"
+
+    # Declined: no call is made; the model is told and answers.
+    third = client.responses.create(model="scripted-1", input="add again", tools=[tool], previous_response_id=second.id)
+    assert _types(third) == ["mcp_approval_request"]
+    fourth = client.responses.create(
+        model="scripted-1",
+        previous_response_id=third.id,
+        tools=[tool],
+        input=[{"type": "mcp_approval_response", "approval_request_id": third.output[0].id, "approve": False}],
+    )
+    assert _types(fourth) == ["message"]
+    assert "declined" in fourth.output[0].content[0].text
+
+
+def test_a_failing_a_hanging_and_a_50_mb_call_each_end_as_an_error_item_and_the_loop_goes_on(mcp_gateway, mcp_server):
+    client = _client(mcp_gateway, "scriptchat")
+    tool = _mcp(mcp_server.url, allowed_tools=["fail", "slow", "huge"])
+    started = time.monotonic()
+    response = client.responses.create(model="scripted-1", input="try them", tools=[tool])
+    elapsed = time.monotonic() - started
+    assert response.status == "completed"
+    calls = {item.name: item for item in response.output if item.type == "mcp_call"}
+    assert set(calls) == {"fail", "slow", "huge"}
+    assert calls["fail"].error.type == "mcp_tool_execution_error"
+    assert calls["slow"].error.type == "http_error" and "mcp_timeout" in calls["slow"].error.message
+    assert calls["huge"].error.type == "http_error" and "mcp_max_result_bytes" in calls["huge"].error.message
+    assert all(c.status == "failed" and c.output is None for c in calls.values())
+    assert response.output[-1].type == "message"
+    assert elapsed < 30
+    # The gateway still answers.
+    assert requests.get(mcp_gateway.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_max_tool_calls_stops_the_calls_and_the_model_answers(mcp_gateway, mcp_server):
+    client = _client(mcp_gateway, "scriptchat")
+    tool = _mcp(mcp_server.url, allowed_tools=["add", "fail", "whoami"])
+    response = client.responses.create(model="scripted-1", input="all of them", tools=[tool], max_tool_calls=1)
+    assert response.status == "completed"
+    assert _types(response) == ["mcp_list_tools", "mcp_call", "message"]
+    assert response.max_tool_calls == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "hosts"),
+    [
+        ("http://localhost:{port}/mcp", "localhost"),
+        ("http://127.0.0.1:{port}/mcp", ""),
+        ("http://10.1.2.3/mcp", "127.0.0.1"),
+    ],
+)
+def test_a_host_the_operator_did_not_list_is_a_424_and_nothing_is_stored(scripted, mcp_server, tmp_path, url, hosts):
+    server = Gunicorn(
+        {
+            "GATEWAY_PROVIDERS__SCRIPTCHAT__BASE_URL": scripted.url,
+            "GATEWAY_PROVIDERS__SCRIPTCHAT__API": "chat",
+            "GATEWAY_STORE_URL": f"sqlite:///{tmp_path / 's.sqlite3'}",
+            "GATEWAY_KEY_SALT": "test-salt",
+            "GATEWAY_MCP_HOSTS": hosts,
+        },
+        workers=1,
+    )
+    try:
+        reply = requests.post(
+            server.url + "/v1/responses",
+            headers={"Authorization": f"Bearer {KEY}", "x-portkey-provider": "scriptchat"},
+            json={"model": "scripted-1", "input": "hi", "tools": [_mcp(url.format(port=mcp_server.port))]},
+            timeout=30,
+        )
+    finally:
+        server.stop()
+    assert reply.status_code == 424, reply.text
+    error = reply.json()["error"]
+    assert error["message"].startswith("Error retrieving tool list from MCP server: 'tests'.")
+    assert error["type"] == "external_connector_error"
+
+
+def test_a_server_that_hangs_is_a_424_within_the_timeout(mcp_gateway):
+    hanging = Hanging()
+    try:
+        started = time.monotonic()
+        reply = requests.post(
+            mcp_gateway.url + "/v1/responses",
+            headers={"Authorization": f"Bearer {KEY}", "x-portkey-provider": "scriptchat"},
+            json={"model": "scripted-1", "input": "hi", "tools": [_mcp(hanging.url)]},
+            timeout=30,
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        hanging.stop()
+    assert reply.status_code == 424
+    assert "mcp_timeout" in reply.json()["error"]["message"]
+    assert elapsed < 10
+
+
+def test_headers_reach_the_server_and_are_never_echoed_or_stored(mcp_gateway, mcp_server):
+    client = _client(mcp_gateway, "scriptchat")
+    tool = _mcp(mcp_server.url, allowed_tools=["whoami"], headers={"x-tenant": "acme-secret"})
+    response = client.responses.create(model="scripted-1", input="who", tools=[tool])
+    assert response.output[1].output == "acme-secret"
+    assert response.tools[0].headers is None
+    raw = requests.get(
+        f"{mcp_gateway.url}/v1/responses/{response.id}",
+        headers={"Authorization": f"Bearer {KEY}", "x-portkey-provider": "scriptchat"},
+        timeout=10,
+    ).text
+    assert "headers" not in json.loads(raw)["tools"][0]
+
+
+def test_the_older_sse_transport(mcp_gateway):
+    server = McpServer("sse")
+    try:
+        client = _client(mcp_gateway, "scriptchat")
+        response = client.responses.create(
+            model="scripted-1", input="add", tools=[_mcp(server.url, allowed_tools=["add"])]
+        )
+    finally:
+        server.stop()
+    assert _types(response) == ["mcp_list_tools", "mcp_call", "message"]
+    assert response.output[1].output == "6"
