@@ -1,10 +1,9 @@
 """A real MCP server for the tests: the official ``mcp`` SDK's MCPServer, on 127.0.0.1.
 
-    python -m tests.mcp_server PORT [streamable-http|sse] [--header NAME=VALUE]
+    python -m tests.mcp_server PORT [streamable-http|sse]
 
-Tools: ``add`` (fast), ``slow`` (sleeps), ``fail`` (raises), ``big`` (answers megabytes), ``huge`` (50 MB), ``whoami`` (the
-request's headers it was asked to echo). With ``--header``, every request must carry that header (the
-tests' stand-in for a server that needs a token); one without it is a 401.
+Tools: ``add`` (fast), ``slow`` (sleeps), ``fail`` (raises), ``big`` (answers megabytes), ``huge`` (50 MB),
+``whoami`` (the ``x-tenant`` header the request came with).
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import sys
 import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
-from starlette.responses import JSONResponse
 
 server = MCPServer("gateway-tests")
 HITS = {"list": 0}
@@ -53,25 +51,10 @@ def whoami(ctx: Context) -> str:
     return headers.get("x-tenant", "nobody")
 
 
-def _guarded(app, name: str, value: str):
-    async def guarded(scope, receive, send):
-        if scope["type"] == "http":
-            sent = dict(scope.get("headers") or [])
-            if sent.get(name.lower().encode()) != value.encode():
-                await JSONResponse({"error": "unauthorized"}, status_code=401)(scope, receive, send)
-                return
-        await app(scope, receive, send)
-
-    return guarded
-
-
 def main(argv: list[str]) -> None:
     port = int(argv[0])
-    transport = argv[1] if len(argv) > 1 and not argv[1].startswith("--") else "streamable-http"
+    transport = argv[1] if len(argv) > 1 else "streamable-http"
     app = server.sse_app() if transport == "sse" else server.streamable_http_app()
-    if "--header" in argv:
-        name, _, value = argv[argv.index("--header") + 1].partition("=")
-        app = _guarded(app, name, value)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

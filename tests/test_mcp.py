@@ -323,3 +323,75 @@ def test_the_older_sse_transport(mcp_gateway):
         server.stop()
     assert _types(response) == ["mcp_list_tools", "mcp_call", "message"]
     assert response.output[1].output == "6"
+
+
+# ------------------------------------------------------------------------------------------ the Agents SDK
+def _agent_run(gateway, provider: str, tool_config: dict, steps, approve=None):
+    import asyncio
+
+    from agents import Agent, HostedMCPTool, OpenAIResponsesModel, set_tracing_disabled
+
+    set_tracing_disabled(True)  # tracing exports to api.openai.com: nothing leaves this machine
+
+    async def main():
+        client = openai.AsyncOpenAI(
+            base_url=gateway.url + "/v1",
+            api_key="sk-agents-mcp",
+            default_headers={"x-portkey-provider": provider},
+            max_retries=0,
+            _strict_response_validation=True,
+        )
+        try:
+            agent = Agent(
+                name="assistant",
+                instructions="Answer with the tools.",
+                tools=[HostedMCPTool(tool_config=tool_config, on_approval_request=approve)],
+                model=OpenAIResponsesModel(model="scripted-1", openai_client=client),
+            )
+            return await steps(agent)
+        finally:
+            await client.close()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_agents_sdk_hosted_mcp_tool_over_three_turns(mcp_gateway, mcp_server, provider):
+    from agents import Runner
+
+    async def steps(agent):
+        first = await Runner.run(agent, "add")
+        second = await Runner.run(agent, "again", previous_response_id=first.last_response_id)
+        third = await Runner.run(agent, [*second.to_input_list(), {"role": "user", "content": "third"}])
+        return first, second, third
+
+    config = _mcp(mcp_server.url, allowed_tools=["add"])
+    first, second, third = _agent_run(mcp_gateway, provider, config, steps)
+    assert first.final_output == "Answer to 'add': 6"
+    assert second.final_output == "Answer to 'again': 6"
+    assert third.final_output == "Answer to 'third': 6"
+    kinds = [item.type for item in first.new_items]
+    assert "mcp_list_tools_item" in kinds and "tool_call_item" in kinds
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_agents_sdk_approves_calls_streamed(mcp_gateway, mcp_server, provider):
+    from agents import Runner
+
+    asked = []
+
+    def approve(request):
+        asked.append(request.data.name)
+        return {"approve": True}
+
+    async def steps(agent):
+        result = Runner.run_streamed(agent, "add please")
+        events = [e async for e in result.stream_events()]
+        return result, events
+
+    config = _mcp(mcp_server.url, allowed_tools=["add"], require_approval="always")
+    result, events = _agent_run(mcp_gateway, provider, config, steps, approve=approve)
+    assert asked == ["add"]
+    assert result.final_output == "Answer to 'add please': 6"
+    raw = [e.data.type for e in events if e.type == "raw_response_event"]
+    assert "response.mcp_call.completed" in raw
