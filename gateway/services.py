@@ -13,6 +13,7 @@ from .compaction import Sealer
 from .config import Settings
 from .extensions.background import BackgroundSubmission
 from .extensions.compaction import AutoCompaction, CompactionTrigger
+from .extensions.truncation import Truncation
 from .extensions.warmup import WarmUp
 from .observe import Observer
 from .providers import Catalogue
@@ -51,7 +52,8 @@ def init_app(app: Flask, settings: Settings) -> Services:
     # Tenant digests must agree across workers and hosts and survive restarts: one salt, kept in the store.
     salt = settings.key_salt or (lambda: store.secret("key_salt"))
     catalogue = Catalogue(settings.providers, hosted_tools=settings.hosted_tools)
-    extensions = (BackgroundSubmission(), CompactionTrigger(), AutoCompaction(), WarmUp())
+    # Truncation last: compaction summarises first, and it leaves out only what the provider is then sent.
+    extensions = (BackgroundSubmission(), CompactionTrigger(), AutoCompaction(), WarmUp(), Truncation())
     svc = Services(
         settings=settings,
         catalogue=catalogue,
