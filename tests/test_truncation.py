@@ -276,6 +276,8 @@ REASONING = {"type": "reasoning", "summary": []}
         ([user(), call("c1"), output("c1"), answer(), user(), answer()], [user()], [4, 6]),
         # A user message between a call and its output (a client may put one there): no cut between them.
         ([user(), call("c1"), user(), output("c1"), answer(), user()], [user()], [5, 6]),
+        # A model that uses a call id again in a later turn: each output belongs to the call before it.
+        ([user(), call("c1"), output("c1"), user(), call("c1"), output("c1"), user()], [user()], [3, 6, 7]),
         # This turn answers a call of the history: no cut after that call.
         ([user(), answer(), user(), call("c1")], [output("c1")], [2]),
         # A reasoning item belongs to the item after it.
@@ -283,7 +285,16 @@ REASONING = {"type": "reasoning", "summary": []}
         ([answer(), answer()], [user()], [2]),
         ([], [user()], []),
     ],
-    ids=["turns", "call-in-a-turn", "user-between", "new-answers-a-call", "reasoning", "no-user", "no-history"],
+    ids=[
+        "turns",
+        "call-in-a-turn",
+        "user-between",
+        "id-used-again",
+        "new-answers-a-call",
+        "reasoning",
+        "no-user",
+        "no-history",
+    ],
 )
 def test_where_a_history_may_be_cut(history, new, places):
     assert cuts(history, new) == places

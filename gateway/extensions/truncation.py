@@ -83,17 +83,19 @@ def cuts(history: list[dict], new: list[dict]) -> list[int]:
     (``new`` may answer a call of the history), nor after a reasoning item (it belongs to the item after it).
     """
     n = len(history)
-    # Each call's span, from its call to its last output: no cut inside one (a difference array over history).
-    spans: dict[str, list[int]] = {}
-    for i, item in enumerate([*history, *new]):
-        key = _call_key(item)
-        if key is not None:
-            spans.setdefault(key, [i, i])[1] = i
+    # No cut from just after a call to its output: a difference array over the history's places.
     inside = [0] * (n + 2)
-    for first, last in spans.values():
-        if first < n and last > first:
-            inside[first + 1] += 1
-            inside[min(last, n) + 1] -= 1
+    calls: dict[str, int] = {}  # the latest call of each id (a model may use an id again in a later turn)
+    for i, item in enumerate([*history, *new]):
+        tie = _tie(item)
+        if tie is None:
+            continue
+        key, answers = tie
+        if not answers:
+            calls[key] = i
+        elif (call := calls.get(key)) is not None and call < n:
+            inside[call + 1] += 1
+            inside[min(i, n) + 1] -= 1
     places, depth = [], 0
     for i in range(1, n + 1):
         depth += inside[i]
@@ -107,18 +109,19 @@ def _is_user(item: dict) -> bool:
     return item.get("type", "message") == "message" and item.get("role") == "user"
 
 
-def _call_key(item: dict) -> str | None:
-    """What ties a call to its output: ``call_id`` (a local shell call's output names its call by ``id``), or
-    an MCP approval request's id and the response that answers it.
+def _tie(item: dict) -> tuple[str, bool] | None:
+    """What ties a call to its output, and whether ``item`` is the output: ``call_id`` (a local shell call's
+    output names its call by ``id``), or an MCP approval request's id and the response that answers it.
     """
     kind = item.get("type")
     if kind == "mcp_approval_request":
-        key = item.get("id")
+        key, answers = item.get("id"), False
     elif kind == "mcp_approval_response":
-        key = item.get("approval_request_id")
+        key, answers = item.get("approval_request_id"), True
     else:
+        answers = isinstance(kind, str) and kind.endswith("_output")
         key = item.get("call_id") or (item.get("id") if kind == "local_shell_call_output" else None)
-    return key if isinstance(key, str) else None
+    return (key, answers) if isinstance(key, str) else None
 
 
 def _tokens(provider: Provider, body: dict, history: list[dict], new: list[dict]) -> int:
