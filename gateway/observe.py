@@ -43,6 +43,7 @@ class Trace:
     output_tokens: int | None = None
     error: str | None = None
     omitted_tools: str | None = None  # tool types a chat provider was not shown (hosted_tools = "omit")
+    truncated_items: int | None = None  # history items the provider was not sent (truncation: "auto")
     prompt: Any = None  # only when the operator turns prompt logging on
 
     def usage_from(self, response: Any) -> None:
@@ -128,6 +129,12 @@ class Observer:
             ("provider", "type"),
             registry=r,
         )
+        self.truncated = Counter(
+            "gateway_truncated_requests_total",
+            'Requests whose oldest turns the gateway left out to fit the model\'s context window (truncation: "auto")',
+            ("provider",),
+            registry=r,
+        )
         self.fallbacks = Counter("gateway_fallbacks_total", "Targets given up for the next one", registry=r)
         self.open_streams = Gauge(
             "gateway_open_streams", "Streams being sent right now", registry=r, multiprocess_mode="livesum"
@@ -193,6 +200,8 @@ class Observer:
             for kind in trace.omitted_tools.split(","):
                 # Tool types are the caller's strings: the known ones are labels, any other is "other".
                 child(self.omitted_tools, provider, kind if kind in _HOSTED_TOOLS else "other").inc()
+        if trace.truncated_items:
+            child(self.truncated, provider).inc()
         if access_log.isEnabledFor(logging.INFO):
             line = orjson.dumps(trace.as_log(), default=str).decode()
             handlers = access_log.handlers

@@ -14,6 +14,7 @@ from .config import Settings
 from .extensions.background import BackgroundSubmission
 from .extensions.compaction import AutoCompaction, CompactionTrigger
 from .extensions.mcp import McpTools
+from .extensions.truncation import Truncation
 from .extensions.warmup import WarmUp
 from .observe import Observer
 from .providers import Catalogue
@@ -53,7 +54,16 @@ def init_app(app: Flask, settings: Settings) -> Services:
     # Tenant digests must agree across workers and hosts and survive restarts: one salt, kept in the store.
     salt = settings.key_salt or (lambda: store.secret("key_salt"))
     catalogue = Catalogue(settings.providers, hosted_tools=settings.hosted_tools)
-    extensions = (BackgroundSubmission(), CompactionTrigger(), AutoCompaction(), WarmUp(), McpTools(settings))
+    # Truncation after compaction: compaction summarises first, and it leaves out only what the provider is
+    # then sent. McpTools is the one ``around``: its loop calls the stage the others plug into.
+    extensions = (
+        BackgroundSubmission(),
+        CompactionTrigger(),
+        AutoCompaction(),
+        WarmUp(),
+        Truncation(),
+        McpTools(settings),
+    )
     svc = Services(
         settings=settings,
         catalogue=catalogue,

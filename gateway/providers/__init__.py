@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
 import tomllib
 from importlib import resources
@@ -55,12 +56,25 @@ class Provider:
     # Native providers that run remote MCP tools themselves (``mcp`` tools pass through); for the others the
     # gateway runs them.
     runs_mcp: bool = False
+    # Model name, or glob ("llama-3.1-*"), -> the model's context window in tokens, for ``truncation: "auto"``
+    # where the gateway sends the history itself. A model it does not name has no known window.
+    context_window: dict[str, int] = dataclasses.field(default_factory=dict)
     # Why the entry cannot be used yet (an unfilled placeholder); None when usable.
     unconfigured: str | None = None
 
     @property
     def native(self) -> bool:
         return self.api == "responses"
+
+    def window(self, model: str) -> int | None:
+        """The context window ``context_window`` gives ``model``: its own entry, else the longest glob that
+        matches it (``"llama-3.1-*"`` before ``"*"``); None when no entry names it.
+        """
+        windows = self.context_window
+        if model in windows:
+            return windows[model]
+        matching = [p for p in windows if fnmatch.fnmatchcase(model, p)]
+        return windows[max(matching, key=len)] if matching else None
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -102,6 +116,9 @@ def _build(name: str, entry: dict[str, Any]) -> Provider:
         if not isinstance(known.get(required), str) or not known[required]:
             raise CatalogueError("must be a non-empty string", key=f"providers.{name}.{required}")
     for key, value in known.items():
+        if fields[key] == "dict[str, int]":
+            _check_windows(name, key, value)
+            continue
         kind = _TYPES[fields[key]]
         strings = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
         if not isinstance(value, kind) or not all(isinstance(v, str) for v in strings):
@@ -132,6 +149,21 @@ def _build(name: str, entry: dict[str, Any]) -> Provider:
         raise CatalogueError(f"must be an http(s) URL, not {base_url!r}", key=f"providers.{name}.base_url")
     known["base_url"] = base_url
     return Provider(name=name, unconfigured=unconfigured, **known)
+
+
+def _check_windows(name: str, key: str, value: Any) -> None:
+    """A table of model names (or globs) to positive token counts; raises CatalogueError naming the entry."""
+    if not isinstance(value, dict):
+        raise CatalogueError(
+            f'must be a table of model names (or globs) to token counts, e.g. {{ "*" = 32768 }}, not {value!r}',
+            key=f"providers.{name}.{key}",
+        )
+    for model, tokens in value.items():
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens <= 0:
+            # Named in the message: a model's dots ("llama-3.1-8b") would read as tables in the key.
+            raise CatalogueError(
+                f"{model!r} must be a positive number of tokens, not {tokens!r}", key=f"providers.{name}.{key}"
+            )
 
 
 class Catalogue:
