@@ -395,3 +395,19 @@ def test_agents_sdk_approves_calls_streamed(mcp_gateway, mcp_server, provider):
     assert result.final_output == "Answer to 'add please': 6"
     raw = [e.data.type for e in events if e.type == "raw_response_event"]
     assert "response.mcp_call.completed" in raw
+
+
+# ------------------------------------------------------------------------------------------ the AI SDK
+@pytest.mark.node
+@pytest.mark.parametrize("ai", ["ai6", "ai7"])
+@pytest.mark.parametrize("scenario", ["mcp", "mcp-stream"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_ai_sdk_openai_mcp_tool(mcp_gateway, mcp_server, provider, scenario, ai, monkeypatch):
+    from tests.test_real_clients import _node
+
+    monkeypatch.setenv("MCP_URL", mcp_server.url)
+    result = _node(mcp_gateway.url, provider, scenario, ai)
+    assert result["text"] == "Answer to 'add': 6"
+    calls = [c for step in result["steps"] for c in step["toolCalls"]]
+    # The SDK names a call the platform ran "mcp.<tool>", with its arguments.
+    assert calls == [{"name": "mcp.add", "input": {"a": 3, "b": 3}}]

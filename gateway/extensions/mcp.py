@@ -271,12 +271,13 @@ class _Loop:
                         f"{exc.message[1:]}.",
                         param="tools",
                     ) from None
+                # description and annotations only when the server gave them: clients read them as optional,
+                # not as nullable (the AI SDK refuses a null).
                 tools = [
                     {
                         "name": t["name"],
                         "input_schema": t.get("inputSchema") or {"type": "object", "properties": {}},
-                        "description": t.get("description"),
-                        "annotations": t.get("annotations"),
+                        **{k: t[k] for k in ("description", "annotations") if isinstance(t.get(k), str | dict)},
                     }
                     for t in found
                 ]
@@ -287,7 +288,6 @@ class _Loop:
                         "type": "mcp_list_tools",
                         "server_label": server.label,
                         "tools": tools,
-                        "error": None,
                     }
                 )
             server.tools = {t["name"]: t for t in tools if server.allows(t)}

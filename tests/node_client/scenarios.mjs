@@ -48,6 +48,14 @@ const tools = {
     execute: async ({ city }) => `noon in ${city}`,
   }),
 };
+const mcpTools = () => ({
+  tests: openai.tools.mcp({
+    serverLabel: "tests",
+    serverUrl: process.env.MCP_URL,
+    allowedTools: ["add"],
+    requireApproval: "never",
+  }),
+});
 const common = { model, tools, stopWhen: stepCountIs(6), maxRetries: 0 };
 
 function summary(result) {
@@ -89,6 +97,9 @@ const scenarios = {
     const second = await generateText({ ...common, messages });
     return { first: summary(first), second: summary(second) };
   },
+  // A remote MCP server the gateway runs (its URL in MCP_URL): one call, then the answer, in one step.
+  mcp: async () => summary(await generateText({ ...common, tools: mcpTools(), prompt: "add" })),
+  "mcp-stream": async () => streamed({ tools: mcpTools(), prompt: "add" }),
   "multiturn-stream": async () => {
     const messages = [{ role: "user", content: "What is the weather?" }];
     const first = streamText({ ...common, messages, onError: () => {} });
