@@ -519,9 +519,13 @@ def test_a_queued_job_keeps_no_key_in_clear(settings):
         config = '{"targets": [{"provider": "openai", "api_key": "sk-conf-hush"}]}'
         headers = {"x-portkey-config": config, "OpenAI-Organization": "org-hush", "Authorization": "Bearer x"}
         caller = Caller(tenant="pk:t", provider_key="sk-caller-hush")
-        job = background.seal_job("resp_1", caller, headers, {"model": "m", "input": "x"})
+        mcp = {"type": "mcp", "server_label": "s", "server_url": "https://mcp.example.com/mcp"}
+        secrets = {"headers": {"X-Api-Key": "mcp-hush"}, "authorization": "oauth-hush"}
+        body = {"model": "m", "input": "x", "tools": [{"type": "function", "name": "f"}, {**mcp, **secrets}]}
+        job = background.seal_job("resp_1", caller, headers, body)
         assert "hush" not in job
         opened = background.open_job("resp_1", job)
+        assert opened.body == body  # the MCP server's credentials too, back in their tool
         assert opened.headers == {"x-portkey-config": config, "openai-organization": "org-hush"}
         assert opened.provider_key == "sk-caller-hush"
         with pytest.raises(ValueError):

@@ -411,3 +411,45 @@ def test_ai_sdk_openai_mcp_tool(mcp_gateway, mcp_server, provider, scenario, ai,
     calls = [c for step in result["steps"] for c in step["toolCalls"]]
     # The SDK names a call the platform ran "mcp.<tool>", with its arguments.
     assert calls == [{"name": "mcp.add", "input": {"a": 3, "b": 3}}]
+
+
+# ------------------------------------------------------------------------------------------ background
+def test_a_background_run_runs_the_loop_and_keeps_its_events(scripted, mcp_server, tmp_path):
+    server = Gunicorn(
+        {
+            "GATEWAY_PROVIDERS__SCRIPTCHAT__BASE_URL": scripted.url,
+            "GATEWAY_PROVIDERS__SCRIPTCHAT__API": "chat",
+            "GATEWAY_STORE_URL": f"sqlite:///{tmp_path / 's.sqlite3'}",
+            "GATEWAY_BACKGROUND_QUEUE": f"sqlite:///{tmp_path / 'queue.sqlite3'}",
+            "GATEWAY_BACKGROUND_CONSUMERS": "1",
+            "GATEWAY_KEY_SALT": "test-salt",
+            "GATEWAY_MCP_HOSTS": "127.0.0.1",
+        },
+        workers=1,
+    )
+    client = _client(server, "scriptchat")
+    tool = _mcp(mcp_server.url, allowed_tools=["whoami"], headers={"x-tenant": "bg-secret"}, authorization="tok-hush")
+    queued = client.responses.create(model="scripted-1", input="who", tools=[tool], background=True)
+    assert queued.status in ("queued", "in_progress")
+    deadline = time.monotonic() + 30
+    while (done := client.responses.retrieve(queued.id)).status in ("queued", "in_progress"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert done.status == "completed", done.error
+    assert _types(done) == ["mcp_list_tools", "mcp_call", "message"]
+    assert done.output[1].output == "bg-secret"
+    assert done.background is True and done.id == queued.id
+    # The stored events replay as one stream, numbered from 0.
+    replay = requests.get(
+        f"{server.url}/v1/responses/{queued.id}",
+        params={"stream": "true"},
+        headers={"Authorization": f"Bearer {KEY}", "x-portkey-provider": "scriptchat"},
+        timeout=10,
+    )
+    events = strict_types.sse_events(replay.text)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert "response.mcp_call.completed" in [e["type"] for e in events]
+    server.stop()
+    # The MCP server's authorization was sealed in the queued job and never echoed: nowhere in the store.
+    for path in tmp_path.glob("*.sqlite3*"):
+        assert b"tok-hush" not in path.read_bytes(), path

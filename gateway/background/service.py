@@ -131,9 +131,12 @@ class Background:
         # The routing headers travel sealed too: a config's targets may carry api_key, and openai-* headers
         # what the caller chose to send; neither is kept in clear while the run waits.
         headers = self._box.seal(orjson.dumps(kept), response_id) if kept else None
-        return orjson.dumps(
-            {"body": body, "sealed_headers": headers, "gateway_key": caller.gateway_key, "provider_key": provider_key}
-        ).decode()
+        # So do an mcp tool's headers and authorization: the MCP server's credentials.
+        body, secrets = _mcp_secrets_out(body)
+        job = {"body": body, "sealed_headers": headers, "gateway_key": caller.gateway_key, "provider_key": provider_key}
+        if secrets:
+            job["sealed_mcp"] = self._box.seal(orjson.dumps(secrets), response_id)
+        return orjson.dumps(job).decode()
 
     def open_job(self, response_id: str, job: str) -> Job:
         data = orjson.loads(job)
@@ -144,7 +147,10 @@ class Background:
             headers = orjson.loads(self._box.open(data["sealed_headers"], response_id))
         else:
             headers = data.get("headers") or {}  # a job queued by a gateway before this one
-        return Job(body=data["body"], headers=headers, gateway_key=data.get("gateway_key"), provider_key=key)
+        body = data["body"]
+        if data.get("sealed_mcp"):
+            body = _mcp_secrets_in(body, orjson.loads(self._box.open(data["sealed_mcp"], response_id)))
+        return Job(body=body, headers=headers, gateway_key=data.get("gateway_key"), provider_key=key)
 
     # ------------------------------------------------------------------ request side
     def submit(
@@ -364,3 +370,27 @@ class Watch:
                         if state is None or state.last_seq > after or not state.live or state.expired(now):
                             woken.set()
             time.sleep(self._interval)
+
+
+_MCP_SECRETS = ("headers", "authorization")
+
+
+def _mcp_secrets_out(body: dict) -> tuple[dict, dict[str, dict]]:
+    """``body`` without its mcp tools' secrets, and those secrets by the tool's position."""
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return body, {}
+    secrets, kept = {}, []
+    for position, tool in enumerate(tools):
+        if isinstance(tool, dict) and tool.get("type") == "mcp" and any(k in tool for k in _MCP_SECRETS):
+            secrets[str(position)] = {k: tool[k] for k in _MCP_SECRETS if k in tool}
+            tool = {k: v for k, v in tool.items() if k not in _MCP_SECRETS}
+        kept.append(tool)
+    return ({**body, "tools": kept}, secrets) if secrets else (body, {})
+
+
+def _mcp_secrets_in(body: dict, secrets: dict[str, dict]) -> dict:
+    tools = list(body.get("tools") or [])
+    for position, fields in secrets.items():
+        tools[int(position)] = {**tools[int(position)], **fields}
+    return {**body, "tools": tools}

@@ -84,6 +84,9 @@ def _echo_text(text: dict) -> dict:
 
 def _echo_tool(tool: dict) -> dict:
     if tool.get("type") != "function":
+        if tool.get("type") == "mcp" and ("headers" in tool or "authorization" in tool):
+            # An MCP server's credentials go to it and nowhere else: never echoed, so never stored.
+            return {k: v for k, v in tool.items() if k not in ("headers", "authorization")}
         return tool  # as the client sent it (namespaces, and tools the provider was not shown)
     return {
         "type": "function",

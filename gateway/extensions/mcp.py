@@ -143,13 +143,6 @@ def _servers(tools: list) -> dict[str, _Server]:
     return servers
 
 
-def echoed(tool: Any) -> Any:
-    """A tool as the Response echoes it: an mcp tool without its secrets (never stored, never logged)."""
-    if isinstance(tool, dict) and tool.get("type") == "mcp" and ("headers" in tool or "authorization" in tool):
-        return {k: v for k, v in tool.items() if k not in ("headers", "authorization")}
-    return tool
-
-
 class _Out:
     """The client's event stream: numbered from 0, whatever the model's streams were numbered."""
 
@@ -177,8 +170,7 @@ class _Loop:
         self.reply: Reply | None = None  # the model call being read (its abort is the client's)
         self.context = self._context()
         self.response_id = turn.keeper.response_id if turn.keeper is not None else build.new_id("resp")
-        echo = {**body, "tools": [echoed(t) for t in body["tools"]]}
-        self.skeleton = build.skeleton(echo, self.response_id, int(time.time()), turn.prev_id)
+        self.skeleton = build.skeleton(body, self.response_id, int(time.time()), turn.prev_id)
         for key in ("prompt", "conversation"):
             if key in body:
                 self.skeleton[key] = body[key]
