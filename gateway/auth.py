@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .config import SettingsError, did_you_mean
-from .errors import AuthenticationError
+from .errors import AuthenticationError, unknown_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,36 @@ def key_digest(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
+def parse_digest(text: str) -> bytes | None:
+    """``sha256:<64 hex digits>`` -> the 32 bytes of the digest; None for anything else."""
+    scheme, _, hexdigest = text.partition(":")
+    try:
+        digest = bytes.fromhex(hexdigest)
+    except ValueError:
+        return None
+    return digest if scheme == "sha256" and len(digest) == 32 else None
+
+
+def check_admin(admin_digest: bytes | None, headers: Mapping[str, str]) -> None:
+    """Let the operator's admin key through, and nothing else.
+
+    Raises NotFound (the answer of an unknown path) when no admin key is configured: the admin surface does
+    not exist then, and says nothing of itself to whoever probes for it. Raises AuthenticationError (401)
+    for a missing or wrong key. The digests are compared in constant time.
+    """
+    if admin_digest is None:
+        raise unknown_path()
+    key = presented_key(headers)
+    if not key:
+        raise AuthenticationError(
+            "You didn't provide the admin key. Send it in the x-portkey-api-key header or as "
+            "'Authorization: Bearer <key>'.",
+            code=None,
+        )
+    if not hmac.compare_digest(hashlib.sha256(key.encode()).digest(), admin_digest):
+        raise AuthenticationError("Incorrect admin key provided.")
+
+
 class Authenticator:
     """Turns the request's key into a Caller."""
 
@@ -44,8 +74,11 @@ class Authenticator:
         allow_provider_keys: bool,
         salt: str | Callable[[], str],
         gateway_key_prefix: str = "",
+        admin_key: str = "",
     ):
         self._keys = [_parse_key(name, entry) for name, entry in keys.items()]
+        # The admin key's digest (config.py checked its form); None: no admin surface.
+        self._admin = parse_digest(admin_key) if admin_key else None
         self._allow_provider_keys = allow_provider_keys
         # A callable salt is read at the first provider-key request (from the store) and kept.
         self._salt = salt.encode() if isinstance(salt, str) else None
@@ -56,6 +89,10 @@ class Authenticator:
     def credentials_by_key(self) -> dict[str, list[str]]:
         """The providers each gateway key has credentials for, by key name (for the start-up checks)."""
         return {entry.name: sorted(entry.credentials) for entry in self._keys}
+
+    def check_admin(self, headers: Mapping[str, str]) -> None:
+        """The request carries the operator's admin key (see ``check_admin``); raises otherwise."""
+        check_admin(self._admin, headers)
 
     def gateway_caller(self, name: str) -> Caller | None:
         """The caller of the gateway key named ``name`` (a background run's), None once it is configured no more."""
@@ -116,12 +153,8 @@ def _parse_key(name: str, entry: Any) -> _GatewayKey:
     _known_keys(entry, ("digest", "providers"), f"keys.{name}")
     if not isinstance(entry.get("digest"), str):
         raise SettingsError('is missing: give digest = "sha256:<hex>"', key=f"keys.{name}.digest")
-    scheme, _, hexdigest = entry["digest"].partition(":")
-    try:
-        digest = bytes.fromhex(hexdigest)
-    except ValueError:
-        digest = b""
-    if scheme != "sha256" or len(digest) != 32:
+    digest = parse_digest(entry["digest"])
+    if digest is None:
         raise SettingsError('must be "sha256:<64 hex digits>"', key=f"keys.{name}.digest")
     providers = entry.get("providers") or {}
     if not isinstance(providers, Mapping):

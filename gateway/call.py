@@ -33,6 +33,10 @@ class Turn:
     sinks: tuple = ()  # given every finished response, kept or not (see Call)
     generate: bool = True  # False: answer a response made of the request alone (warm-up)
     keeper: Any = None  # keeps the final record in place of the store (see Call)
+    # The request's ``prompt`` when the gateway expanded its template into ``body`` (gateway/prompts.py): echoed
+    # on the response, never sent on; and the request as it came, which a background run is queued with.
+    prompt: dict | None = None
+    unexpanded: dict | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -57,7 +61,6 @@ class Call:
     sinks: tuple = ()
     keeper: Any = None
     generate: bool = True  # False: answer a response made of the request alone (warm-up)
-
 
 
 @dataclasses.dataclass(slots=True)

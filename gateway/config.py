@@ -112,6 +112,12 @@ def _checked(kwargs: dict[str, Any]) -> list[SettingsError]:
         )
     if kwargs.get("hosted_tools", "omit") not in ("omit", "refuse"):
         errors.append(SettingsError(f"must be omit or refuse, not {kwargs['hosted_tools']!r}", key="hosted_tools"))
+    admin_key = kwargs.get("admin_key", "")
+    if admin_key and not re.fullmatch(r"sha256:[0-9a-fA-F]{64}", admin_key):
+        errors.append(SettingsError('must be "sha256:<64 hex digits>", the digest of the admin key', key="admin_key"))
+    for i, path in enumerate(kwargs.get("prompt_files", [])):
+        if not isinstance(path, str) or not path:
+            errors.append(SettingsError(f"must be a list of file paths, not {path!r}", key=f"prompt_files.{i}"))
     if kwargs.get("log_format", "text") not in LOG_FORMATS:
         errors.append(SettingsError(f"must be text or json, not {kwargs['log_format']!r}", key="log_format"))
     capacity_key = "threads" if kwargs.get("worker_class", "gevent") == "gthread" else "worker_connections"
@@ -284,6 +290,16 @@ class Settings:
     )
     keys: dict = _setting(
         {}, '`[keys.NAME]` gateway keys: `digest = "sha256:<hex>"` and `[keys.NAME.providers.P] api_key = …`'
+    )
+    admin_key: str = _setting(
+        "",
+        'digest (`"sha256:<hex>"`, as gateway keys are written) of the operator\'s admin key, which the '
+        "`/v1/gateway/` endpoints (prompt templates) ask for; empty: those endpoints answer 404",
+    )
+    prompt_files: list = _setting(
+        [],
+        "TOML or JSON files of prompt templates (`[[prompts]]` with `id`, `version`, `instructions`, `input`, "
+        "`variables`), read at start-up (and on SIGHUP); paths relative to the working directory",
     )
 
     @classmethod

@@ -107,6 +107,14 @@ def note_error(trace: Any, err: GatewayError) -> None:
     trace.provider = trace.provider or err.headers.get("x-portkey-provider")
 
 
+UNKNOWN_PATH = "Unknown path. See the gateway's README for its endpoints."
+
+
+def unknown_path() -> NotFound:
+    """The 404 of a path the gateway does not serve (also the admin surface's, when no admin key is set)."""
+    return NotFound(UNKNOWN_PATH, code="unknown_url")
+
+
 def not_found_response(response_id: str) -> NotFound:
     """The one 404 for a response that does not exist or belongs to another key: the two must not differ."""
     return NotFound(f"Response with id '{response_id}' not found.")
@@ -149,7 +157,7 @@ def init_app(app: Flask) -> None:
         type_, code = _HTTP_CODES.get(status, ("invalid_request_error" if status < 500 else "server_error", None))
         message = err.description or err.name
         if status == 404:
-            message = "Unknown path. See the gateway's README for its endpoints."
+            message = UNKNOWN_PATH
         elif status == 413:
             limit = current_app.config.get("MAX_CONTENT_LENGTH")
             message = f"The request body is larger than {limit} bytes, the gateway's `max_body_bytes` setting."

@@ -17,6 +17,7 @@ from .extensions.mcp import McpTools
 from .extensions.truncation import Truncation
 from .extensions.warmup import WarmUp
 from .observe import Observer
+from .prompts import PromptLibrary, load_files
 from .providers import Catalogue
 from .routing import Router
 from .store import Store
@@ -36,6 +37,7 @@ class Services:
     observer: Observer
     sealer: Sealer  # seals and opens the gateway's compaction items
     background: Background  # the task queue of background runs, and the streams that follow them
+    prompts: PromptLibrary  # prompt templates: the prompt files' and the store's
     # The pipeline's extensions, in the order it calls them (see extensions/__init__.py), and their hooks,
     # found once here rather than looked up on every request.
     extensions: tuple = ()
@@ -81,6 +83,7 @@ def init_app(app: Flask, settings: Settings) -> Services:
             allow_provider_keys=settings.allow_provider_keys,
             salt=salt,
             gateway_key_prefix=settings.gateway_key_prefix,
+            admin_key=settings.admin_key,
         ),
         store=store,
         router=Router(catalogue, configs=settings.configs, custom_hosts=settings.custom_hosts),
@@ -88,6 +91,8 @@ def init_app(app: Flask, settings: Settings) -> Services:
         # One key for every worker and host sharing the store, kept with the data it protects.
         sealer=Sealer(lambda: store.secret("compaction_key")),
         background=Background(settings, store),
+        # Read once here: a changed file is read again by the workers a reload (SIGHUP) starts.
+        prompts=PromptLibrary(load_files(settings.prompt_files), store.prompts),
         extensions=extensions,
         befores=tuple(e.before for e in extensions if hasattr(e, "before")),
         plans=tuple(e.plan for e in extensions if hasattr(e, "plan")),

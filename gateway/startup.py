@@ -1,8 +1,8 @@
 """Start-up checks, run once before any worker starts (in gunicorn's master, and by ``gateway check-config``).
 
-The settings, the provider catalogue, the gateway keys, the saved routing configs and the store's URL are
-each checked as the workers will use them; the first fault becomes one line naming the file, the table and
-the key (or the environment variable) at fault, and the process exits with status 2.
+The settings, the provider catalogue, the gateway keys, the saved routing configs, the prompt files and the
+store's URL are each checked as the workers will use them; the first fault becomes one line naming the file,
+the table and the key (or the environment variable) at fault, and the process exits with status 2.
 
 A store or queue that cannot be reached is not a fault of the settings: the gateway starts, says so in one
 line (``probe``, run beside gunicorn's master), is not ready (``/readyz``) and serves once they are back.
@@ -63,10 +63,13 @@ def check(environ: Mapping[str, str] | None = None, *, store: bool = True) -> Se
 
 
 def _named(settings: Settings) -> list[SettingsError]:
-    """The mistakes in what the settings name: provider tables, gateway keys, saved configs, the store's URL."""
+    """The mistakes in what the settings name: provider tables, gateway keys, saved configs, the store's URL,
+    prompt files.
+    """
     # Imported here: gunicorn's master imports this module, and only needs the rest when it runs.
     from .auth import Authenticator
     from .errors import InvalidRequest
+    from .prompts import load_files
     from .providers import Catalogue
     from .routing import Router
 
@@ -101,6 +104,7 @@ def _named(settings: Settings) -> list[SettingsError]:
         if collect(lambda name=name, config=config: Router(catalogue, configs={name: config}, custom_hosts=hosts)):
             errors += _config_providers(config, f"configs.{name}", catalogue, set(settings.providers))
     collect(lambda: _check_store_url(settings))
+    collect(lambda: load_files(settings.prompt_files))
     return errors
 
 

@@ -162,7 +162,6 @@ def test_output_items_of_earlier_turns_become_assistant_turns():
     [
         ({"input": "x", "tools": [{"type": "file_search"}]}, "tools[0]"),
         ({"input": "x", "tool_choice": {"type": "hologram"}}, "tool_choice"),
-        ({"input": "x", "prompt": {"id": "p"}}, "prompt"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]}]},
             "input[0].content[0]",

@@ -9,6 +9,7 @@ from hypothesis import settings as hsettings
 from schemathesis.specs.openapi.checks import status_code_conformance
 
 from gateway import create_app
+from gateway.auth import key_digest
 from tests.conftest import close_app
 
 H = {"Authorization": "Bearer sk-schemathesis", "x-portkey-provider": "openai"}
@@ -17,7 +18,11 @@ H = {"Authorization": "Bearer sk-schemathesis", "x-portkey-provider": "openai"}
 @pytest.fixture(scope="module")
 def api_app(fake, tmp_path_factory):
     path = tmp_path_factory.mktemp("openapi") / "store.sqlite3"
-    app = create_app({"providers": {"openai": {"base_url": fake.url}}, "store_url": f"sqlite:///{path}"})
+    # The callers' key is the admin key too, so that the generated cases reach the admin endpoints' checks.
+    admin_key = key_digest(H["Authorization"].removeprefix("Bearer "))
+    app = create_app(
+        {"providers": {"openai": {"base_url": fake.url}}, "store_url": f"sqlite:///{path}", "admin_key": admin_key}
+    )
     yield app
     close_app(app)
 
@@ -40,6 +45,8 @@ def test_openapi_describes_every_endpoint(api_app):
         "/v1/conversations/{conversation_id}",
         "/v1/conversations/{conversation_id}/items",
         "/v1/conversations/{conversation_id}/items/{item_id}",
+        "/v1/gateway/prompts",
+        "/v1/gateway/prompts/{prompt_id}",
         "/healthz",
     }
     create = spec["components"]["schemas"]["CreateResponse"]

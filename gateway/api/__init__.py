@@ -29,6 +29,7 @@ _TRACE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def init_app(app: Flask) -> None:
+    from .admin import bp as admin_bp
     from .conversations import bp as conversations_bp
     from .health import bp as health_bp
     from .models import bp as models_bp
@@ -40,6 +41,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(websocket_bp)
     app.register_blueprint(models_bp)
     app.register_blueprint(conversations_bp)
+    app.register_blueprint(admin_bp)
 
     @app.before_request
     def _bounded_body() -> None:

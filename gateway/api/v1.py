@@ -15,8 +15,8 @@ class V1Blueprint(Blueprint):
     (here: 404, unknown path) and a POST must not be bounced.
     """
 
-    def __init__(self, name: str, import_name: str):
-        super().__init__(name, import_name, url_prefix="/v1")
+    def __init__(self, name: str, import_name: str, url_prefix: str | None = "/v1"):
+        super().__init__(name, import_name, url_prefix=url_prefix)
 
     def add_url_rule(self, rule: str, endpoint: str | None = None, view_func: Any = None, **options: Any) -> None:
         options.setdefault("merge_slashes", False)

@@ -45,7 +45,7 @@ _HANDLED = frozenset(
         "background",
         "conversation",
         "context_management",
-        "prompt",
+        "prompt",  # expanded by the gateway before it gets here (gateway/prompts.py): only echoed
         "service_tier",
         "prompt_cache_key",
         # The rest of openai-python's ResponseCreateParams, and Codex's per-request metadata about itself:
@@ -64,9 +64,6 @@ _HANDLED = frozenset(
 _CHAT_NAMES = {
     "reasoning.effort": "reasoning_effort",
     "text.verbosity": "verbosity",
-}
-_UNSUPPORTED = {
-    "prompt": "Stored prompt templates are not available for providers the gateway emulates.",
 }
 
 
@@ -95,10 +92,6 @@ def to_chat(
     catalogue entry's); ``reasoning_field`` the assistant message field that carries reasoning back;
     ``found`` the tools a tool search loaded in the conversation (``tools.found_tools``), when known.
     """
-    for field, message in _UNSUPPORTED.items():
-        if body.get(field):
-            raise _unsupported(field, message)
-
     messages: list[dict] = []
     if body.get("instructions"):
         messages.append({"role": "system", "content": body["instructions"]})

@@ -59,6 +59,8 @@ def skeleton(body: dict, response_id: str, created_at: int, previous_response_id
         "metadata": body.get("metadata") or {},
         # The relay gives the conversation as {"id": ...}; the API names it only when there is one.
         **({"conversation": body["conversation"]} if body.get("conversation") else {}),
+        # The prompt template the gateway expanded (gateway/prompts.py), as the request named it.
+        **({"prompt": body["prompt"]} if body.get("prompt") else {}),
     }
 
 

@@ -13,10 +13,13 @@ class BackgroundSubmission:
     def before(self, ctx: Context, turn: Turn, targets: list[Target]) -> Reply | None:
         if not turn.body.get("background") or turn.keeper is not None:  # a kept run is the queued one
             return None
+        body = turn.body
+        if turn.unexpanded is not None:  # queued as the client sent it: the run expands its prompt template
+            body = {k: v for k, v in turn.unexpanded.items() if k != "conversation"}
         reply = ctx.svc.background.submit(
             caller=ctx.caller,
             headers=ctx.headers,
-            body=turn.body,
+            body=body,
             provider=targets[0].provider.name,
             input_items=turn.input.items,
             previous_response_id=turn.prev_id,

@@ -171,9 +171,8 @@ class _Loop:
         self.context = self._context()
         self.response_id = turn.keeper.response_id if turn.keeper is not None else build.new_id("resp")
         self.skeleton = build.skeleton(body, self.response_id, int(time.time()), turn.prev_id)
-        for key in ("prompt", "conversation"):
-            if key in body:
-                self.skeleton[key] = body[key]
+        if turn.prompt is not None:  # a template the gateway expanded: the Response names it
+            self.skeleton["prompt"] = turn.prompt
 
     # -- the context ---------------------------------------------------------------------------------------
 
@@ -352,6 +351,7 @@ class _Loop:
             history=None,
             sinks=(),
             keeper=None,
+            prompt=None,
         )
         reply, target = self.run(inner_turn)
         self.reply = reply

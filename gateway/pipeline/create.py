@@ -1,13 +1,16 @@
-"""Create: resolve, the extensions' ``before``, route, the extensions' ``around`` the attempt stage, attempt
-(per target: plan, the extensions' ``plan``, send), finish (in ``send``'s adapter, through the sinks).
+"""Create: a prompt template expanded, resolve, the extensions' ``before``, route, the extensions' ``around``
+the attempt stage, attempt (per target: plan, the extensions' ``plan``, send), finish (in ``send``'s adapter,
+through the sinks).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .. import prompts
 from ..call import Call, Context, Turn
 from ..emulation import OMITTED_HEADER
 from ..errors import StoreUnavailable
@@ -34,6 +37,13 @@ def create(svc: Services, call: Call) -> tuple[Reply, Target]:
     described on ``call.Call``.
     """
     body = call.body
+    unexpanded = foreign = None  # foreign: a prompt whose id the gateway does not hold, for providers that do
+    if "prompt" in body:  # the one lookup a request without a prompt template pays
+        body = svc.prompts.expand(body)
+        if body is call.body:
+            foreign = body["prompt"]
+        else:
+            unexpanded = call.body
     turn = resolve_turn(
         svc,
         call.caller,
@@ -44,18 +54,27 @@ def create(svc: Services, call: Call) -> tuple[Reply, Target]:
         generate=call.generate,
         keeper=call.keeper,
     )
+    if unexpanded is not None:
+        turn = dataclasses.replace(turn, prompt=unexpanded["prompt"], unexpanded=unexpanded)
     if (turn.keep or turn.conversation is not None) and svc.store.known_down():
         # Its answer could not be recorded: refused before the provider is paid (see Database.known_down).
         raise StoreUnavailable()
     targets = svc.router.targets(call.headers, call.caller)
+    if foreign is not None:
+        prompts.refused_everywhere(foreign, [target.provider for target in targets])
     trace = call.trace or Trace(trace_id="", method="POST", path="/v1/responses")
     ctx = Context(svc, call.caller, call.headers, trace)
     for before in svc.befores:
         if (early := before(ctx, turn, targets)) is not None:
             return early, targets[0]
 
+    def on(inner: Turn, target: Target) -> Reply:
+        if foreign is not None:  # tried on each target: a fallback may reach one that keeps prompts
+            prompts.check_target(foreign, target.provider)
+        return _create_on(ctx, inner, target)
+
     def run(inner: Turn) -> tuple[Reply, Target]:
-        return attempt(svc, targets, lambda target: _create_on(ctx, inner, target), trace)
+        return attempt(svc, targets, functools.partial(on, inner), trace)
 
     for around in reversed(svc.arounds):  # the first listed is the outermost
         run = functools.partial(around, ctx, targets=targets, run=run, record=functools.partial(_record, ctx, turn))

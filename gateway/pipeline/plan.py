@@ -58,6 +58,9 @@ def make_plan(svc: Services, caller: Caller, turn: Turn, target: Target) -> Plan
         turn.input.check_resolved()  # an emulated provider keeps no items, a new one never saw these
     if target.override_params:
         body = {**body, **target.override_params}
+    if turn.prompt is not None and not native_call:
+        # The response the gateway makes echoes its body's prompt; the emulation never sends it on.
+        body = {**body, "prompt": turn.prompt}
     if turn.keeper is not None:
         # A keeper (a background run) reads its provider's stream whatever the client asked: its events are
         # stored as they come. The provider is not asked to run it in the background itself.
@@ -127,7 +130,7 @@ def send(
         response_id=keeper.response_id if keeper is not None else None,
         client_headers=headers,
         amend=functools.partial(amend, turn, plan)
-        if plan.native and (conv is not None or plan.switched or keeper is not None)
+        if plan.native and (conv is not None or plan.switched or keeper is not None or turn.prompt is not None)
         else None,
     )
     return adapter.create(svc.upstream, out, finish)
@@ -142,6 +145,8 @@ def amend(turn: Turn, plan: Plan, response: dict) -> None:
     if turn.keeper is not None:  # the client knows the run by the id the gateway gave it when queueing it
         response["id"] = turn.keeper.response_id
         response["background"] = True
+    if turn.prompt is not None:  # the provider was sent the template expanded, not the prompt
+        response["prompt"] = turn.prompt
 
 
 def _native_body(svc: Services, caller: Caller, turn: Turn, plan: Plan, history: list[dict]) -> dict:

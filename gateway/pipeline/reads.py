@@ -68,11 +68,16 @@ def retrieve(
             raise not_found_response(response_id)
         return json_ok(record.body), target
     reply = native.retrieve(svc.upstream, target, response_id, query, headers)
-    if record is not None and reply.data is not None and record.body.get("conversation"):
-        # The provider never saw the conversation: the gateway's record names it.
-        reply.data["conversation"] = record.body["conversation"]
-        reply.body = orjson.dumps(reply.data)
+    if record is not None and reply.data is not None:
+        # The provider never saw the conversation, nor a prompt template the gateway expanded: the record names them.
+        kept = {name: record.body[name] for name in _GATEWAYS_OWN if record.body.get(name)}
+        if kept:
+            reply.data.update(kept)
+            reply.body = orjson.dumps(reply.data)
     return reply, target
+
+
+_GATEWAYS_OWN = ("conversation", "prompt")
 
 
 def delete(svc: Services, caller: Caller, headers: Mapping[str, str], response_id: str) -> tuple[Reply, Target]:

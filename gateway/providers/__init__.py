@@ -39,6 +39,9 @@ class Provider:
     # others the gateway compacts (over Chat Completions) and counts tokens itself.
     compact: bool = False
     input_tokens: bool = False
+    # Native providers that keep prompt templates of their own: a create's ``prompt`` whose id the gateway does
+    # not hold is passed on to them (any other provider: 400 prompt_not_found).
+    stored_prompts: bool = False
     # A token-counting endpoint of the provider's own API: its request shape ("anthropic", "gemini") and URL
     # (``{model}`` is filled in). Used for POST /v1/responses/input_tokens where the provider has no such
     # Responses endpoint.

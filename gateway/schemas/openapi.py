@@ -18,6 +18,7 @@ from .conversations import (
     UpdateConversationSchema,
 )
 from .fields import Typed
+from .prompts import PromptListQuerySchema, PromptQuerySchema, PromptSchema
 from .responses import (
     CompactSchema,
     CreateResponseSchema,
@@ -81,6 +82,7 @@ _RESPONSE_ID = {"name": "response_id", "in": "path", "required": True, "schema":
 _MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _CONVERSATION_ID = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _ITEM_ID = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_PROMPT_ID = {"name": "prompt_id", "in": "path", "required": True, "schema": {"type": "string"}}
 # The Conversations endpoints ask no provider: only the key matters.
 _KEY_HEADERS = [h for h in _HEADERS if h["name"] in ("x-portkey-api-key", "x-portkey-trace-id")]
 _ERROR = {"description": "Error, in the OpenAI shape", "content": {"application/json": {"schema": "Error"}}}
@@ -106,6 +108,7 @@ def build_spec(version: str) -> dict:
     spec.components.schema("CreateConversation", schema=CreateConversationSchema)
     spec.components.schema("UpdateConversation", schema=UpdateConversationSchema)
     spec.components.schema("AddConversationItems", schema=AddItemsSchema)
+    spec.components.schema("PromptTemplate", schema=PromptSchema)
     security = [{"bearer": []}]
     errors = {"default": _ERROR}
     spec.path(
@@ -264,6 +267,51 @@ def build_spec(version: str) -> dict:
                 "security": security,
                 "parameters": [_CONVERSATION_ID, _ITEM_ID, *_KEY_HEADERS],
                 "responses": {"200": conversation, **errors},
+            },
+        },
+    )
+    # The operator's endpoints: the admin key (admin_key), as a bearer token; 404 when none is configured.
+    admin = [{"bearer": []}]
+    prompt = {"description": "The prompt object: id, version, instructions, input, variables, source", **_OBJECT}
+    template = {"required": True, "content": {"application/json": {"schema": "PromptTemplate"}}}
+    spec.path(
+        path="/v1/gateway/prompts",
+        operations={
+            "post": {
+                "summary": "Create a prompt template (version 1 of a new pmpt_ id); asks for the admin key",
+                "security": admin,
+                "requestBody": template,
+                "responses": {"200": prompt, **errors},
+            },
+            "get": {
+                "summary": "List prompt templates (the latest version of each, by id), the prompt files' included",
+                "security": admin,
+                "parameters": [{"in": "query", "schema": PromptListQuerySchema}],
+                "responses": {"200": {"description": "A list page", **_OBJECT}, **errors},
+            },
+        },
+    )
+    spec.path(
+        path="/v1/gateway/prompts/{prompt_id}",
+        operations={
+            "post": {
+                "summary": "Add a version to a prompt template (not to one of a prompt file)",
+                "security": admin,
+                "parameters": [_PROMPT_ID],
+                "requestBody": template,
+                "responses": {"200": prompt, **errors},
+            },
+            "get": {
+                "summary": "Retrieve a prompt template: its latest version, or the one ?version names",
+                "security": admin,
+                "parameters": [_PROMPT_ID, {"in": "query", "schema": PromptQuerySchema}],
+                "responses": {"200": prompt, **errors},
+            },
+            "delete": {
+                "summary": "Delete a prompt template with every version (not one of a prompt file)",
+                "security": admin,
+                "parameters": [_PROMPT_ID],
+                "responses": {"200": {"description": "{id, object, deleted: true}", **_OBJECT}, **errors},
             },
         },
     )

@@ -8,6 +8,7 @@ from marshmallow import INCLUDE, RAISE, Schema, ValidationError, validate, valid
 from marshmallow import fields as mfields
 
 from . import fields as f
+from .prompts import prompt_problems
 
 _NULLABLE = {"allow_none": True}
 # What the store's columns can hold: ids of at most 128 characters (model names 256), none with a NUL
@@ -57,9 +58,7 @@ class CreateResponseSchema(Schema):
     class Meta:
         unknown = INCLUDE
 
-    model = f.String(
-        required=True, validate=[validate.Length(min=1, error="must not be empty."), _storable_field(256)]
-    )
+    model = f.String(required=True, validate=[validate.Length(min=1, error="must not be empty."), _storable_field(256)])
     input = f.Typed(str, list)
     previous_response_id = f.String(**_NULLABLE, validate=[validate.Length(min=1), _storable_field()])
     instructions = f.String(**_NULLABLE)
@@ -106,6 +105,11 @@ class CreateResponseSchema(Schema):
         conv_id = value.get("id") if isinstance(value, dict) else value
         if isinstance(conv_id, str) and (why := _storable(conv_id)):
             raise ValidationError(why)
+
+    @validates("prompt")
+    def _prompt(self, value: Any, **kwargs: Any) -> None:
+        if value is not None and (problems := prompt_problems(value)):
+            raise ValidationError(problems)
 
     @validates("metadata")
     def _metadata_size(self, value: Any, **kwargs: Any) -> None:

@@ -1,5 +1,6 @@
 """The response store: every response the gateway relayed, with its owner, provider and items, over the
-bounded engine of engine.py; conversations and background runs are sub-stores on the same engine.
+bounded engine of engine.py; conversations, background runs and prompt templates are sub-stores on the same
+engine.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .background import ACTIVE, BackgroundStore, delete_runs
 from .conversations import ConversationStore, StoredConversation, append_in, resendable
 from .engine import Database, Observe, make_engine
 from .group import GroupCommit
+from .prompts import PromptStore, StoredPrompt
 from .tables import INPUT, OUTPUT, items, page, responses, runs
 
 # Names other modules and the tests reach through the package.
@@ -29,6 +31,7 @@ __all__ = [
     "Database",
     "FoundItem",
     "StoredConversation",
+    "StoredPrompt",
     "input_items_of",
     "make_engine",
     "mint_item_id",
@@ -110,6 +113,7 @@ class Store(Database):
         super().__init__(url, write_timeout=write_timeout, observe=observe)
         self.conversations = ConversationStore(self)
         self.background = BackgroundStore(self)
+        self.prompts = PromptStore(self)
         # Under gevent, records made in one turn of the worker's event loop share a transaction (group.py).
         self._group = GroupCommit(self) if greenlets.active() else None
 

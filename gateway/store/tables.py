@@ -1,4 +1,5 @@
-"""The store's schema: responses, their items in order, and a small key-value table for the store's own state."""
+"""The store's schema: responses, their items in order, conversations, background runs, prompt templates, and a
+small key-value table for the store's own state."""
 
 from __future__ import annotations
 
@@ -116,10 +117,20 @@ events = Table(
     Column("body", Text, nullable=False),  # the event's JSON payload
 )
 
+# Prompt templates (``gateway/prompts.py``), the operator's, shared by every tenant: one row per version,
+# numbered from 1. A prompt lives until it is deleted (all its versions at once); ``gateway purge`` leaves
+# it alone. The primary key serves every query: a version, the latest one (the highest), the list by id.
+prompts = Table(
+    "gw_prompts",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("body", Text, nullable=False),  # {"instructions", "input", "variables"} as JSON
+)
 
-def page(
-    conn: sa.Connection, table: sa.Table, where: list, *, after: str | None, order: str, limit: int
-) -> list[dict]:
+
+def page(conn: sa.Connection, table: sa.Table, where: list, *, after: str | None, order: str, limit: int) -> list[dict]:
     """One page of a list of items (``table`` has ``item_id``, ``position`` and ``body``), ``limit + 1`` rows
     so that the caller knows whether more follow: two index lookups and one range scan, however long the list.
     ``after`` is an item id; one not in the list gives an empty page.
