@@ -453,3 +453,61 @@ def test_a_background_run_runs_the_loop_and_keeps_its_events(scripted, mcp_serve
     # The MCP server's authorization was sealed in the queued job and never echoed: nowhere in the store.
     for path in tmp_path.glob("*.sqlite3*"):
         assert b"tok-hush" not in path.read_bytes(), path
+
+
+# ------------------------------------------------------------------------------------------ policy, unit
+@pytest.mark.parametrize(
+    ("hosts", "host", "allowed"),
+    [
+        ([], "mcp.example.com", False),
+        (["mcp.example.com"], "mcp.example.com", True),
+        (["mcp.example.com"], "MCP.Example.com", True),
+        (["mcp.example.com"], "evil.example.com", False),
+        (["*.example.com"], "a.example.com", True),
+        (["*.example.com"], "example.com", False),
+        (["10.0.0.0/8"], "10.1.2.3", True),
+        ([], "10.1.2.3", False),
+        ([], "127.0.0.1", False),
+        ([], "::ffff:127.0.0.1", False),
+        (["127.0.0.1"], "127.0.0.1", True),
+        ([], "8.8.8.8", True),  # an address in the URL: any public one, as a name's would be
+        ([], "0.0.0.0", False),
+    ],
+)
+def test_host_policy(hosts, host, allowed):
+    from gateway.mcp import HostPolicy
+
+    assert HostPolicy.of(hosts).host_allowed(host) is allowed
+
+
+def test_a_name_listed_but_resolving_to_loopback_is_refused_at_connect(mcp_server):
+    from gateway import mcp
+
+    session = mcp.Session(
+        f"http://localhost:{mcp_server.port}/mcp", {}, mcp.Limits(mcp.HostPolicy.of(["localhost"]), 3, 1000)
+    )
+    with pytest.raises(mcp.Refused, match="127.0.0.1"):
+        session.list_tools()
+    session.close()
+
+
+def test_mcp_hosts_entries_are_checked_at_start_up():
+    from gateway.config import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="mcp_hosts"):
+        Settings.load({"mcp_hosts": ["https://mcp.example.com/path"]})
+    assert Settings.load({"mcp_hosts": ["mcp.example.com", "*.corp.example", "10.0.0.0/8", "::1"]}).mcp_hosts
+
+
+# ------------------------------------------------------------------------------------------ conversations
+def test_a_conversation_reuses_its_listing_and_holds_the_calls(mcp_gateway, mcp_server):
+    client = _client(mcp_gateway, "scriptchat")
+    conversation = client.conversations.create()
+    tool = _mcp(mcp_server.url, allowed_tools=["add"])
+    first = client.responses.create(model="scripted-1", input="add", tools=[tool], conversation=conversation.id)
+    second = client.responses.create(model="scripted-1", input="more", tools=[tool], conversation=conversation.id)
+    assert _types(first) == ["mcp_list_tools", "mcp_call", "message"]
+    assert _types(second) == ["mcp_call", "message"]
+    items = client.conversations.items.list(conversation.id, order="asc").data
+    turns = [["message", "mcp_list_tools", "mcp_call", "message"], ["message", "mcp_call", "message"]]
+    assert [i.type for i in items] == turns[0] + turns[1]
