@@ -270,8 +270,8 @@ class Settings:
     mcp_hosts: list = _setting(
         [],
         "hosts of the remote MCP servers the gateway may call for `mcp` tools it runs itself: names "
-        "(`mcp.example.com`), wildcards (`*.example.com`), addresses or networks (`10.0.0.0/8`); a private or "
-        "loopback address is reached only when listed as an address or network; empty: none",
+        "(`mcp.example.com`), wildcards (`*.example.com`), addresses or networks (`10.0.0.0/8`, for servers named "
+        "by address, and for a listed name that resolves to a private or loopback one); empty: none",
     )
     mcp_timeout: float = _setting(30.0, "seconds an MCP server may take to answer one message (a listing, a call)")
     mcp_max_result_bytes: int = _setting(

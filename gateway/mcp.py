@@ -14,6 +14,7 @@ never followed. A session belongs to one create: nothing is shared between tenan
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import ipaddress
@@ -27,7 +28,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from . import sse
+from . import greenlets, sse
 
 PROTOCOL_VERSION = "2025-06-18"
 _ACCEPT = "application/json, text/event-stream"
@@ -53,9 +54,11 @@ class Refused(McpFailure):
 class HostPolicy:
     """``mcp_hosts``: names (``mcp.example.com``), wildcards (``*.example.com``), addresses and networks.
 
-    A server's host must be listed by name, by wildcard, or (an address in the URL) by address. Whatever
-    the name resolves to, the connection is kept only to a public address, or to one inside a listed
-    address or network: a private or loopback server is reached only when its address is listed.
+    A server's host must be listed: a name by name or wildcard, an address (in the URL) inside a listed
+    address or network. Nothing listed: nothing is reached. Whatever a listed name resolves to, the
+    connection is kept only to a public address, or to one inside a listed address or network: a private
+    or loopback server is reached only when its address is listed. An IPv6 address that carries an IPv4
+    one (mapped, 6to4, Teredo, NAT64) is judged by the IPv4 address it leads to.
     """
 
     names: frozenset[str] = frozenset()
@@ -70,23 +73,47 @@ class HostPolicy:
                 networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
             except ValueError:
                 if "*" in entry:
-                    wildcards.append(entry.lower())
+                    wildcards.append(entry.lower().rstrip("."))
                 else:
-                    names.add(entry.lower())
+                    names.add(entry.lower().rstrip("."))
         return cls(frozenset(names), tuple(wildcards), tuple(networks))
 
     def host_allowed(self, host: str) -> bool:
-        host = host.lower().strip("[]")
+        host = host.lower().strip("[]").rstrip(".")
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
             return host in self.names or any(fnmatch.fnmatchcase(host, w) for w in self.wildcards)
-        return self.address_allowed(address)
+        return self._listed(address)
 
     def address_allowed(self, address: Any) -> bool:
-        if any(address in network for network in self.networks):
+        if self._listed(address):
             return True
-        return address.is_global
+        carried = _carried(address)
+        return address.is_global and (carried is None or carried.is_global)
+
+    def _listed(self, address: Any) -> bool:
+        carried = _carried(address)
+        return any(address in n or (carried is not None and carried in n) for n in self.networks)
+
+
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _carried(address: Any) -> Any:
+    """The IPv4 address an IPv6 one leads to (mapped, 6to4, Teredo's client, NAT64, IPv4-compatible), or None."""
+    if address.version != 6:
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if any(address in n for n in _NAT64) or address in _COMPATIBLE:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 class _Checked:
@@ -95,11 +122,14 @@ class _Checked:
     policy: HostPolicy
 
     def _new_conn(self) -> Any:
+        # The host this connection dials (whatever a URL parser made of the URL), then the address it reached.
+        if not self.policy.host_allowed(self.host):  # type: ignore[attr-defined]
+            raise Refused(f"the MCP server's host {self.host!r} is not in the gateway's mcp_hosts")  # type: ignore[attr-defined]
         sock = super()._new_conn()  # type: ignore[misc]
         peer = sock.getpeername()[0]
         if not self.policy.address_allowed(ipaddress.ip_address(peer.split("%")[0])):
             sock.close()
-            raise Refused(f"the MCP server's address {peer} is not one the gateway's mcp_hosts allow")
+            raise Refused("the address the MCP server's name resolved to is not one the gateway's mcp_hosts allow")
         return sock
 
 
@@ -131,10 +161,8 @@ class Session:
     """One MCP session with one server, opened for one create and closed at its end."""
 
     def __init__(self, url: str, headers: dict[str, str], limits: Limits):
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise McpFailure("the MCP server_url must be an http or https URL", code=400)
-        if not limits.policy.host_allowed(parts.hostname):
+        parts = check_url(url)
+        if not limits.policy.host_allowed(parts.hostname or ""):
             raise Refused(f"the MCP server's host {parts.hostname!r} is not in the gateway's mcp_hosts")
         self.url, self.limits = url, limits
         self._http = requests.Session()
@@ -157,8 +185,9 @@ class Session:
         self._start()
         tools: list[dict] = []
         cursor = None
+        deadline = time.monotonic() + self.limits.timeout  # the whole listing, every page, in one mcp_timeout
         for _ in range(100):  # pages, bounded: a server that pages forever is cut off
-            result = self._rpc("tools/list", {"cursor": cursor} if cursor else {})
+            result = self._rpc("tools/list", {"cursor": cursor} if cursor else {}, deadline=deadline)
             tools.extend(t for t in result.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("name"), str))
             cursor = result.get("nextCursor")
             if not cursor:
@@ -172,8 +201,9 @@ class Session:
     def close(self) -> None:
         try:
             if self._session_id is not None and self._events is None:
-                self._http.delete(self.url, headers=self._session_headers(), timeout=1, allow_redirects=False)
-        except requests.RequestException:
+                with _bounded(1.0, 1.0):
+                    self._http.delete(self.url, headers=self._session_headers(), timeout=1, allow_redirects=False)
+        except (requests.RequestException, McpFailure):
             pass  # the server ends an idle session itself
         finally:
             if self._stream is not None:
@@ -230,14 +260,19 @@ class Session:
             raise McpFailure(f"the MCP server answered HTTP {resp.status_code}", code=resp.status_code)
         return resp
 
-    def _rpc(self, method: str, params: dict | None, *, notify: bool = False) -> dict:
+    def _rpc(self, method: str, params: dict | None, *, notify: bool = False, deadline: float | None = None) -> dict:
+        now = time.monotonic()
+        deadline = min(deadline, now + self.limits.timeout) if deadline is not None else now + self.limits.timeout
+        with _bounded(deadline - now, self.limits.timeout):
+            return self._exchange(method, params, notify, deadline)
+
+    def _exchange(self, method: str, params: dict | None, notify: bool, deadline: float) -> dict:
         payload: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params is not None:
             payload["params"] = params
         if not notify:
             self._next_id += 1
             payload["id"] = self._next_id
-        deadline = time.monotonic() + self.limits.timeout
         self._window.update(deadline=deadline, size=0)
         resp = self._post(payload)
         if method == "initialize" and resp.headers.get("Mcp-Session-Id"):
@@ -271,8 +306,14 @@ class Session:
         """The body in pieces, within the window's deadline and the size limit (an HTTP+SSE stream's window
         is renewed for each answer it carries).
         """
+        raw = resp.raw
         try:
-            for chunk in resp.iter_content(65536):
+            while True:
+                # read1: what one read of the socket gives, so the deadline is looked at after each, however
+                # slowly the server sends (a 64 KiB read would wait for all of it, a socket timeout per read).
+                chunk = raw.read1(65536)
+                if not chunk:
+                    return
                 window["size"] += len(chunk)
                 if window["size"] > self.limits.max_bytes:
                     raise McpFailure(
@@ -283,12 +324,15 @@ class Session:
                 if time.monotonic() > window["deadline"]:
                     raise _timed_out(self.limits.timeout)
                 yield chunk
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise _failure(exc, self.limits.timeout) from None
 
     def _open_sse(self) -> None:
         """The HTTP+SSE transport: a GET stream whose first event names where to POST messages."""
-        deadline = time.monotonic() + self.limits.timeout
+        with _bounded(self.limits.timeout, self.limits.timeout):
+            self._open_sse_within(time.monotonic() + self.limits.timeout)
+
+    def _open_sse_within(self, deadline: float) -> None:
         self._window.update(deadline=deadline, size=0)
         try:
             resp = self._http.get(
@@ -312,11 +356,29 @@ class Session:
                 raise _timed_out(self.limits.timeout)
             if event.event == "endpoint" and event.data:
                 target = urllib.parse.urljoin(self.url, event.data.strip())
-                if urllib.parse.urlsplit(target).netloc != urllib.parse.urlsplit(self.url).netloc:
+                here, there = urllib.parse.urlsplit(self.url), urllib.parse.urlsplit(target)
+                if (there.scheme, there.netloc) != (here.scheme, here.netloc):
                     raise Refused("the MCP server named a message endpoint on another host")
                 self._post_url = target
                 return
         raise McpFailure("the MCP server's event stream ended before naming its endpoint", code=502)
+
+
+def check_url(url: str) -> urllib.parse.SplitResult:
+    """``url`` split, if it is one the gateway calls: http(s), a host, no credentials in it, nothing two URL
+    parsers could read as two hosts.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises for a port that is not one
+    except ValueError:
+        raise McpFailure("the MCP server_url is not a URL", code=400) from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise McpFailure("the MCP server_url must be an http or https URL", code=400)
+    if "@" in parts.netloc or "\\" in url or any(c in url for c in "\r\n\t "):
+        raise McpFailure("the MCP server_url must not carry credentials (send headers or authorization)", code=400)
+    return parts
 
 
 def _parsed(body: bytes) -> Any:
@@ -339,6 +401,25 @@ def _result(message: Any, wanted: int) -> dict:
     if not isinstance(result, dict):
         raise McpFailure("the MCP server's answer has no result", kind="mcp_protocol_error", code=-32603)
     return result
+
+
+@contextlib.contextmanager
+def _bounded(seconds: float, said: float) -> Iterator[None]:
+    """At most ``seconds`` of wall-clock time for what runs inside, under gevent (a server that sends a byte
+    just before each read times out would otherwise hold the greenlet): a socket timeout bounds one read only.
+    Under threads, the reads' own checks of the deadline bound it to about twice ``mcp_timeout``.
+    """
+    if not greenlets.active():
+        yield
+        return
+    import gevent  # only under gevent workers
+
+    timeout = gevent.Timeout(max(seconds, 0.001), _timed_out(said))
+    timeout.start()
+    try:
+        yield
+    finally:
+        timeout.cancel()
 
 
 def _timed_out(seconds: float) -> McpFailure:

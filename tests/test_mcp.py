@@ -52,9 +52,10 @@ class McpServer:
 
 
 class Hanging:
-    """A server that accepts connections and never answers."""
+    """A server that accepts connections and never answers; ``drip``: answers one byte every half second."""
 
-    def __init__(self) -> None:
+    def __init__(self, drip: bool = False) -> None:
+        self.drip = drip
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -69,6 +70,18 @@ class Hanging:
             except OSError:
                 return
             self.held.append(conn)
+            if self.drip:
+                threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+            for _ in range(200):
+                conn.sendall(b" ")
+                time.sleep(0.5)
+        except OSError:
+            return
 
     def stop(self) -> None:
         self.sock.close()
@@ -280,8 +293,9 @@ def test_a_host_the_operator_did_not_list_is_a_424_and_nothing_is_stored(scripte
     assert error["type"] == "external_connector_error"
 
 
-def test_a_server_that_hangs_is_a_424_within_the_timeout(mcp_gateway):
-    hanging = Hanging()
+@pytest.mark.parametrize("drip", [False, True], ids=["silent", "dripping"])
+def test_a_server_that_hangs_is_a_424_within_the_timeout(mcp_gateway, drip):
+    hanging = Hanging(drip)
     try:
         started = time.monotonic()
         reply = requests.post(
@@ -295,7 +309,7 @@ def test_a_server_that_hangs_is_a_424_within_the_timeout(mcp_gateway):
         hanging.stop()
     assert reply.status_code == 424
     assert "mcp_timeout" in reply.json()["error"]["message"]
-    assert elapsed < 10
+    assert elapsed < 2 * 3  # mcp_timeout is 3 s: wall-clock under gevent, each read checked under threads
 
 
 def test_headers_reach_the_server_and_are_never_echoed_or_stored(mcp_gateway, mcp_server):
@@ -470,7 +484,11 @@ def test_a_background_run_runs_the_loop_and_keeps_its_events(scripted, mcp_serve
         ([], "127.0.0.1", False),
         ([], "::ffff:127.0.0.1", False),
         (["127.0.0.1"], "127.0.0.1", True),
-        ([], "8.8.8.8", True),  # an address in the URL: any public one, as a name's would be
+        ([], "8.8.8.8", False),  # an address in the URL is listed, public or not
+        (["8.8.8.0/24"], "8.8.8.8", True),
+        (["mcp.example.com."], "mcp.example.com", True),
+        (["10.0.0.0/8"], "64:ff9b::a00:5", True),  # NAT64 to 10.0.0.5
+        ([], "64:ff9b::a00:5", False),
         ([], "0.0.0.0", False),
     ],
 )
@@ -480,13 +498,75 @@ def test_host_policy(hosts, host, allowed):
     assert HostPolicy.of(hosts).host_allowed(host) is allowed
 
 
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("93.184.216.34", True),
+        ("127.0.0.1", False),
+        ("::ffff:127.0.0.1", False),
+        ("64:ff9b::a00:5", False),  # NAT64 to 10.0.0.5
+        ("2002:7f00:1::", False),  # 6to4 of 127.0.0.1
+        ("::127.0.0.1", False),
+        ("169.254.169.254", False),
+    ],
+)
+def test_the_connected_address_of_a_listed_name(address, allowed):
+    import ipaddress
+
+    from gateway.mcp import HostPolicy
+
+    assert HostPolicy.of(["mcp.example.com"]).address_allowed(ipaddress.ip_address(address)) is allowed
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://evil.example\\@mcp.example.com/mcp", "http://user:pw@mcp.example.com/mcp", "http://[::1/mcp", "ftp://x/"],
+)
+def test_a_server_url_two_parsers_could_read_apart_or_with_credentials_is_a_400(mcp_gateway, url):
+    reply = requests.post(
+        mcp_gateway.url + "/v1/responses",
+        headers={"Authorization": f"Bearer {KEY}", "x-portkey-provider": "scriptchat"},
+        json={"model": "scripted-1", "input": "hi", "tools": [_mcp(url)]},
+        timeout=30,
+    )
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["param"] == "tools[0].server_url"
+
+
+def test_a_client_function_keeps_its_name_beside_an_mcp_tool_of_the_same(mcp_gateway, mcp_server):
+    client = _client(mcp_gateway, "scriptchat")
+    own = {"type": "function", "name": "add", "parameters": {"type": "object", "properties": {}}}
+    response = client.responses.create(
+        model="scripted-1", input="add", tools=[own, _mcp(mcp_server.url, allowed_tools=["add"])]
+    )
+    # The model called the client's own function first: it comes back to the client, not to the server.
+    assert _types(response) == ["mcp_list_tools", "function_call"]
+    assert response.output[1].name == "add"
+
+
+def test_a_previous_response_the_gateway_does_not_hold_is_not_sent_the_servers_credentials(mcp_gateway, mcp_server):
+    reply = requests.post(
+        mcp_gateway.url + "/v1/responses",
+        headers={"Authorization": f"Bearer {KEY}", "x-portkey-provider": "scriptnative"},
+        json={
+            "model": "scripted-1",
+            "input": "hi",
+            "previous_response_id": "resp_only_the_provider_knows",
+            "tools": [_mcp(mcp_server.url, headers={"x-tenant": "hush"})],
+        },
+        timeout=30,
+    )
+    assert reply.status_code == 400
+    assert reply.json()["error"]["code"] == "previous_response_not_found"
+
+
 def test_a_name_listed_but_resolving_to_loopback_is_refused_at_connect(mcp_server):
     from gateway import mcp
 
     session = mcp.Session(
         f"http://localhost:{mcp_server.port}/mcp", {}, mcp.Limits(mcp.HostPolicy.of(["localhost"]), 3, 1000)
     )
-    with pytest.raises(mcp.Refused, match=r"address (127\.0\.0\.1|::1) is not"):
+    with pytest.raises(mcp.Refused, match="resolved to is not one"):
         session.list_tools()
     session.close()
 

@@ -71,7 +71,13 @@ class McpTools:
         if all(t.provider.native and t.provider.runs_mcp for t in targets):
             return run(turn)  # the providers run MCP themselves
         if turn.prev_id and turn.prev is None:
-            return run(turn)  # a previous response only a provider holds: its context is not the gateway's
+            # A previous response only a provider holds: its context is not the gateway's to send, and a
+            # provider that does not run MCP must not be sent the server's credentials.
+            raise InvalidRequest(
+                f"Previous response with id '{turn.prev_id}' not found.",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
         return _Loop(self, ctx, turn, run, record).start()
 
 
@@ -107,6 +113,10 @@ class _Server:
         return name not in never
 
 
+# The most MCP servers one request may name: each is listed before the model is called.
+MAX_SERVERS = 8
+
+
 def _servers(tools: list) -> dict[str, _Server]:
     servers: dict[str, _Server] = {}
     for position, tool in enumerate(tools):
@@ -126,6 +136,10 @@ def _servers(tools: list) -> dict[str, _Server]:
                 param=f"{param}.server_url",
                 code="unsupported_parameter",
             )
+        try:
+            mcp.check_url(url)
+        except mcp.McpFailure as exc:
+            raise InvalidRequest(exc.message[0].upper() + exc.message[1:] + ".", param=f"{param}.server_url") from None
         headers = tool.get("headers") or {}
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             raise InvalidRequest("An mcp tool's headers must be an object of strings.", param=f"{param}.headers")
@@ -140,6 +154,8 @@ def _servers(tools: list) -> dict[str, _Server]:
                 "require_approval must be always, never or a filter.", param=f"{param}.require_approval"
             )
         servers[label] = _Server(label, url, headers, allowed, approval)
+        if len(servers) > MAX_SERVERS:
+            raise InvalidRequest(f"At most {MAX_SERVERS} MCP servers may be named in one request.", param=param)
     return servers
 
 
@@ -282,12 +298,17 @@ class _Loop:
                     }
                 )
             server.tools = {t["name"]: t for t in tools if server.allows(t)}
-        taken: set[str] = set()
+        # The client's own tools keep their names: an MCP tool of the same name is offered under another.
+        taken = {t.get("name") for t in self.turn.body["tools"] if isinstance(t, dict) and t.get("type") != "mcp"}
         for server in self.servers.values():
             for name in server.tools:
                 fn = _function_name("", name)
                 if fn in taken:
                     fn = _function_name(server.label, name)
+                serial = 1
+                while fn in taken:
+                    serial += 1
+                    fn = _function_name(server.label, name)[:60] + f"_{serial}"
                 taken.add(fn)
                 self.names[fn] = (server.label, name)
 
@@ -378,21 +399,21 @@ class _Loop:
             self._close()
             return reply, target
         events = self._events(reply, target)
+        headers = dict(reply.headers)  # the first model call's (rate limits, the target that answered)
         if self.stream:
-            return Reply(200, {}, stream=events, abort=self._abort, primed=False), target
+            return Reply(200, headers, stream=events, abort=self._abort, primed=False), target
         last = None
         for event in events:
             last = event
         payload = last.json() if last is not None else None
         if payload is None or payload.get("type") == "error":
-            error = (payload or {}).get("error") or {}
-            raise GatewayError(error.get("message") or "The response could not be completed.", status=503)
+            raise StoreUnavailable()  # the one error event the loop ends with: the record could not be written
         final = payload["response"]
         if self.failure is not None and final.get("status") == "failed":
-            return self.failure, target
-        return Reply(200, {}, orjson.dumps(final), data=final), target
+            raise self.failure
+        return Reply(200, headers, orjson.dumps(final), data=final), target
 
-    failure: Reply | None = None
+    failure: GatewayError | None = None  # a later model call's, for a JSON answer
 
     def _abort(self) -> None:
         if self.reply is not None and self.reply.abort is not None:
@@ -424,31 +445,41 @@ class _Loop:
             self.output.append(call)
 
     def _events(self, reply: Reply, target: Target) -> Iterator[sse.Event]:
+        try:
+            yield from self._run_loop(reply, target)
+        finally:  # after the terminal event, or when the client leaves: the sessions end with the response
+            self._close()
+
+    def _run_loop(self, reply: Reply, target: Target) -> Iterator[sse.Event]:
         out = _Out()
         final = None
-        try:
-            opening = copy.deepcopy(self.skeleton)
-            yield out.event({"type": "response.created", "response": opening})
-            yield out.event({"type": "response.in_progress", "response": opening})
-            for index, item in enumerate(list(self.output)):  # the listings, the calls approved before
-                yield from self._made_events(out, index, item)
-            while True:
-                outcome = yield from self._relay(out, reply)
-                if outcome["final"] is not None:
-                    final = outcome["final"]
-                    break
-                if not outcome["again"]:
-                    break
+        opening = copy.deepcopy(self.skeleton)
+        yield out.event({"type": "response.created", "response": opening})
+        yield out.event({"type": "response.in_progress", "response": opening})
+        for index, item in enumerate(list(self.output)):  # the listings, the calls approved before
+            yield from self._made_events(out, index, item)
+        while True:
+            outcome = yield from self._relay(out, reply)
+            if outcome["final"] is not None:
+                final = outcome["final"]
+                break
+            if not outcome["again"]:
+                break
+            try:
                 reply, target = self._call_model()
-                if reply.status >= 400 or reply.stream is None:
-                    message = _message_of(reply)
-                    self.failure = reply
-                    final = self._final("failed", {"code": "server_error", "message": message})
-                    break
-            if final is None:
-                final = self._final(outcome["status"], None, outcome.get("incomplete"))
-        finally:
-            self._close()
+            except StoreUnavailable:
+                raise
+            except GatewayError as exc:  # the tools already ran: the response ends failed, and is kept
+                self.failure = exc
+                final = self._final("failed", {"code": "server_error", "message": exc.message})
+                break
+            if reply.status >= 400 or reply.stream is None:
+                message = _message_of(reply)
+                self.failure = GatewayError(message, status=reply.status, code="upstream_error")
+                final = self._final("failed", {"code": "server_error", "message": message})
+                break
+        if final is None:
+            final = self._final(outcome["status"], None, outcome.get("incomplete"))
         try:
             self.record(target)(final)
         except StoreUnavailable as exc:
@@ -486,6 +517,14 @@ class _Loop:
         yield out.event({"type": "response.output_item.done", "output_index": index, "item": item})
 
     def _relay(self, out: _Out, reply: Reply) -> Iterator[sse.Event]:
+        try:
+            return (yield from self._relay_one(out, reply))
+        finally:
+            close = getattr(reply.stream, "close", None)
+            if close is not None:
+                close()  # a model stream left early (a failure) ends here, not at garbage collection
+
+    def _relay_one(self, out: _Out, reply: Reply) -> Iterator[sse.Event]:
         """One model call's events, renumbered into the client's stream; its MCP calls run once it ends.
 
         Returns ``{"final": a failed Response or None, "again": call the model again, "status", ...}``.
@@ -593,8 +632,6 @@ class _Loop:
             yield out.event({"type": "response.output_item.done", "output_index": place, "item": made})
         status = inner_final.get("status") or "completed"
         again = bool(queued) and not asks and status == "completed"
-        if not again and queued == [] and not asks and self.calls >= self.limit and status == "completed":
-            again = False
         return {"final": None, "again": again, "status": status, "incomplete": inner_final.get("incomplete_details")}
 
     def _add_usage(self, usage: Any) -> None:
