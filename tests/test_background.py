@@ -107,6 +107,21 @@ def test_background_create_answers_at_once_and_runs_to_completion(sdk_for, provi
         assert follow.previous_response_id == created.id
 
 
+@PROVIDERS
+def test_a_background_run_in_a_conversation_joins_it(sdk_for, provider):
+    # The queued job lost the conversation: the run answered, and the conversation stayed empty.
+    sdk = sdk_for(provider)
+    conversation = sdk.conversations.create()
+    created = sdk.responses.create(background=True, model="m", input="hello there", conversation=conversation.id)
+    assert created.conversation.id == conversation.id
+    done = _until_done(sdk, created.id)
+    assert done.status == "completed" and done.conversation.id == conversation.id
+    items = sdk.conversations.items.list(conversation.id, order="asc").data
+    assert [(i.type, i.role) for i in items] == [("message", "user"), ("message", "assistant")]
+    sdk.responses.create(model="m", input="next", conversation=conversation.id)
+    assert len(sdk.conversations.items.list(conversation.id).data) == 4
+
+
 @pytest.mark.slow
 @PROVIDERS
 def test_polling_shows_status_and_partial_output(sdk_for, provider):

@@ -16,6 +16,8 @@ class BackgroundSubmission:
         body = turn.body
         if turn.unexpanded is not None:  # queued as the client sent it: the run expands its prompt template
             body = {k: v for k, v in turn.unexpanded.items() if k != "conversation"}
+        if turn.conversation is not None:  # the run reads the conversation, and its turn joins it
+            body = {**body, "conversation": turn.conversation}
         reply = ctx.svc.background.submit(
             caller=ctx.caller,
             headers=ctx.headers,
