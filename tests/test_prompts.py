@@ -500,3 +500,13 @@ def test_the_openai_sdk_uses_gateway_prompts(app, fake):
         for sdk in clients:
             sdk.close()
         http.close()
+
+
+def test_a_token_count_counts_the_template(client, fake):
+    made = _make(client, {"instructions": "{{long}}", "input": [{"role": "user", "content": "hi"}]})
+    headers = {"Authorization": f"Bearer {KEY}", "x-portkey-provider": "fakechat"}
+    plain = client.post("/v1/responses/input_tokens", json={"model": "small", "input": "hi"}, headers=headers)
+    prompt = {"id": made["id"], "variables": {"long": "word " * 500}}
+    counted = client.post("/v1/responses/input_tokens", json={"model": "small", "prompt": prompt}, headers=headers)
+    assert counted.status_code == 200, counted.json
+    assert counted.json["input_tokens"] > plain.json["input_tokens"] + 400

@@ -47,6 +47,8 @@ def compact(
     """POST /v1/responses/compact: the provider's own where the catalogue says it has one; otherwise the
     gateway asks the model for a summary and answers a ``response.compaction`` with its opaque item.
     """
+    if "prompt" in body:  # a template the gateway holds is part of the context, as in a create
+        body = svc.prompts.expand(body)
     turn = request_items(svc, caller, body)
 
     def call(target: Target) -> Reply:
@@ -77,6 +79,8 @@ def input_tokens(
     """POST /v1/responses/input_tokens: the provider's own count where it has one (the Responses endpoint,
     or its own counting endpoint, translated); otherwise an offline count, marked as an estimate.
     """
+    if "prompt" in body:  # a template the gateway holds is counted, as a create would send it
+        body = svc.prompts.expand(body)
     turn = request_items(svc, caller, body)
 
     def call(target: Target) -> Reply:
