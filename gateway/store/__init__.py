@@ -1,6 +1,6 @@
 """The response store: every response the gateway relayed, with its owner, provider and items, over the
-bounded engine of engine.py; conversations, background runs and prompt templates are sub-stores on the same
-engine.
+bounded engine of engine.py; conversations, background runs, prompt templates and usage are sub-stores on the
+same engine.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Collection
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ from .engine import Database, Observe, make_engine
 from .group import GroupCommit
 from .prompts import PromptStore, StoredPrompt
 from .tables import INPUT, OUTPUT, items, page, responses, runs
+from .usage import UsageStore
 
 # Names other modules and the tests reach through the package.
 __all__ = [
@@ -109,11 +111,20 @@ class Store(Database):
     INSERT_RESPONSE = _INSERT_RESPONSE
     INSERT_ITEMS = _INSERT_ITEMS
 
-    def __init__(self, url: str, *, write_timeout: float = 5.0, observe: Observe | None = None):
+    def __init__(
+        self,
+        url: str,
+        *,
+        write_timeout: float = 5.0,
+        observe: Observe | None = None,
+        usage_lost: Callable[[int], None] | None = None,
+    ):
         super().__init__(url, write_timeout=write_timeout, observe=observe)
         self.conversations = ConversationStore(self)
         self.background = BackgroundStore(self)
         self.prompts = PromptStore(self)
+        # ``usage_lost(n)``: n usage rows could not be kept (the metrics hook).
+        self.usage = UsageStore(self, lost=usage_lost)
         # Under gevent, records made in one turn of the worker's event loop share a transaction (group.py).
         self._group = GroupCommit(self) if greenlets.active() else None
 
@@ -127,12 +138,14 @@ class Store(Database):
         response: dict,
         input_items: list[dict],
         conversation: str | None = None,
+        cost: Decimal | None = None,
     ) -> None:
         """Keep a response and its items (input then output) in one transaction; with ``conversation``,
         append the same items to that conversation in the same transaction (nothing, if it is gone).
+        ``cost``: what it cost in USD, None when unknown.
         """
         try:
-            row, rows, turn = self.rows_of(tenant, provider, mode, response, input_items)
+            row, rows, turn = self.rows_of(tenant, provider, mode, response, input_items, cost)
         except orjson.JSONEncodeError:
             # Requests are held to a depth the store can write; only a provider's answer can exceed it.
             raise UpstreamError(
@@ -166,7 +179,13 @@ class Store(Database):
             alone()
 
     def rows_of(
-        self, tenant: str, provider: str, mode: str, response: dict, input_items: list[dict]
+        self,
+        tenant: str,
+        provider: str,
+        mode: str,
+        response: dict,
+        input_items: list[dict],
+        cost: Decimal | None = None,
     ) -> tuple[dict, list[dict], list[tuple[int, dict]]]:
         """A response's row, its item rows (input then output), and its items as a conversation turn."""
         output = [item for item in response.get("output") or [] if isinstance(item, dict)]
@@ -204,6 +223,7 @@ class Store(Database):
             "previous_response_id": response.get("previous_response_id"),
             "created_at": float(created) if isinstance(created, int | float) else time.time(),
             "body": orjson.dumps(response).decode(),
+            "cost_usd": cost,
         }
         return row, rows, turn
 
@@ -374,6 +394,11 @@ class Store(Database):
             else None
             for row in rows
         }
+
+    def dispose(self) -> None:
+        """Write the usage rows still pending (one attempt), then close the engine's connections."""
+        self.usage.close()
+        super().dispose()
 
     def count(self) -> int:
         def read() -> int:

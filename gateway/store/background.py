@@ -20,6 +20,8 @@ from .conversations import append_in
 from .tables import INPUT, events, items, responses, runs
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from . import Store
 
 ACTIVE = ("queued", "in_progress")
@@ -267,12 +269,13 @@ class BackgroundStore:
         response: dict,
         input_items: list[dict],
         conversation: str | None,
+        cost: Decimal | None = None,
     ) -> bool:
         """The run's end as its consumer saw it: the last events (the closing one last), the final response
         and its items, and the turn's items appended to ``conversation``, in one transaction. False when the
         run was no longer this consumer's (cancelled, failed by another, deleted): nothing is written then.
         """
-        row, item_rows, turn = self._store.rows_of(tenant, provider, "background", response, input_items)
+        row, item_rows, turn = self._store.rows_of(tenant, provider, "background", response, input_items, cost)
         status = row["status"] or "completed"
 
         def write() -> bool:
@@ -288,7 +291,9 @@ class BackgroundStore:
                 conn.execute(
                     responses.update()
                     .where(responses.c.id == response_id)
-                    .values(status=row["status"], model=row["model"], provider=provider, body=row["body"])
+                    .values(
+                        status=row["status"], model=row["model"], provider=provider, body=row["body"], cost_usd=cost
+                    )
                 )
                 conn.execute(items.delete().where(items.c.response_id == response_id))
                 if item_rows:

@@ -25,7 +25,7 @@ from sqlalchemy.pool import StaticPool
 
 from ..errors import StoreUnavailable
 from .postgres import connect_listener, deadline, remaining, reset_deadline, set_deadline
-from .tables import OBSOLETE_INDEXES, SCHEMA_VERSION, meta, metadata
+from .tables import ADDED_COLUMNS, OBSOLETE_INDEXES, SCHEMA_VERSION, meta, metadata
 
 log = logging.getLogger("gateway")
 T = TypeVar("T")
@@ -172,6 +172,20 @@ class _Breaker:
             self._failures.clear()
 
 
+def _add_columns(conn: sa.Connection) -> None:
+    """The columns of ADDED_COLUMNS a table made by an earlier version lacks, added (create_all does not)."""
+    inspector = sa.inspect(conn)
+    for table, name in ADDED_COLUMNS:
+        if name in {column["name"] for column in inspector.get_columns(table.name)}:
+            continue
+        column = table.c[name]
+        kind = column.type.compile(dialect=conn.dialect)
+        # Another process may add it between the look and the ALTER: SQLite's "duplicate column" is an
+        # OperationalError, which migrate retries (and then finds the column); PostgreSQL's start-ups queue on
+        # the advisory lock.
+        conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}"))
+
+
 class Database:
     """One engine, and its bounded calls: ``read(op, fn)`` and ``write(op, fn)``, for every sub-store.
 
@@ -311,6 +325,7 @@ class Database:
                         # Serialise concurrent start-ups: CREATE TABLE IF NOT EXISTS still races in PostgreSQL.
                         conn.execute(sa.text("SELECT pg_advisory_xact_lock(7251013)"))
                     metadata.create_all(conn)
+                    _add_columns(conn)
                     # create_all makes a table's indexes only with the table: an index added since an
                     # existing database was made is created here. On a large PostgreSQL table, build it
                     # beforehand with CREATE INDEX CONCURRENTLY to keep writes flowing; this then finds it.

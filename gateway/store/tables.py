@@ -1,11 +1,11 @@
-"""The store's schema: responses, their items in order, conversations, background runs, prompt templates, and a
-small key-value table for the store's own state."""
+"""The store's schema: responses, their items in order, conversations, background runs, prompt templates, the
+usage of every charged call, and a small key-value table for the store's own state."""
 
 from __future__ import annotations
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy import Column, Float, Index, Integer, MetaData, SmallInteger, String, Table, Text
+from sqlalchemy import BigInteger, Column, Float, Index, Integer, MetaData, Numeric, SmallInteger, String, Table, Text
 
 SCHEMA_VERSION = 1
 INPUT, OUTPUT = 0, 1  # items.kind: a response's input items come before its output items
@@ -26,6 +26,9 @@ responses = Table(
     Column("previous_response_id", String(128)),
     Column("created_at", Float, nullable=False),
     Column("body", Text, nullable=False),  # the Response object as JSON
+    # What the response cost in USD (gateway/spend.py); None: its model has no known price. Added after the
+    # table's first version: Database.migrate adds it to a table made before (ADDED_COLUMNS).
+    Column("cost_usd", Numeric(24, 12)),
 )
 Index("gw_responses_created_at", responses.c.created_at)
 
@@ -42,6 +45,11 @@ items = Table(
 # cursor (item_id and response_id), and the items an item_reference names (item_id alone, the owner checked
 # through gw_responses' primary key). One index for both keeps the cost of every write as it was.
 Index("gw_items_by_item_id", items.c.item_id, items.c.response_id)
+# Columns added to a table after it was first made: create_all leaves an existing table as it is, so migrate
+# adds each one that is missing. Nullable and without a default, so that adding one is a change of the
+# catalogue alone (SQLite and PostgreSQL rewrite no rows), and gateways of the version before, which do not
+# name it, go on reading and writing the table: the schema version stays.
+ADDED_COLUMNS = ((responses, "cost_usd"),)
 # Indexes of earlier versions, dropped by Store.migrate: gw_items_item_id (response_id, item_id) served
 # only the cursor, which the index above serves as well.
 OBSOLETE_INDEXES = ("gw_items_item_id",)
@@ -128,6 +136,38 @@ prompts = Table(
     Column("created_at", Float, nullable=False),
     Column("body", Text, nullable=False),  # {"instructions", "input", "variables"} as JSON
 )
+
+
+# What each charged call used and cost: one row per call to a provider the gateway made (a response, stored
+# or not, failed ones included; a compaction summary; a token count), written off the request path in batches
+# (store/usage.py). Kept ``usage_retention`` (400 days), purged by ``gateway purge`` on that age alone.
+usage = Table(
+    "gw_usage",
+    metadata,
+    # BigInteger on PostgreSQL; SQLite's INTEGER PRIMARY KEY (its rowid) is 64 bits already.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),  # Unix time
+    Column("day", String(10), nullable=False),  # the UTC date of ``at``, YYYY-MM-DD: the report groups by it
+    # The caller: "key:NAME" for a gateway key, "pk:<digest>" for a caller's own provider key (never the key).
+    Column("tenant", String(64), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("kind", String(16), nullable=False),  # response | compaction | input_tokens
+    Column("response_id", String(128)),
+    Column("trace_id", String(128)),
+    Column("status", String(32)),
+    Column("input_tokens", BigInteger, nullable=False),  # cached and cache-write tokens included
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),  # reasoning tokens included
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("cost_usd", Numeric(24, 12)),  # None: no known price for the model
+)
+# What a caller spent since a time (budgets: a UTC day, a month) is one range of this index, cost included so
+# that the sum is read from the index alone.
+Index("gw_usage_tenant_at", usage.c.tenant, usage.c.at, usage.c.cost_usd)
+# The report's range of time, and the purge's.
+Index("gw_usage_at", usage.c.at)
 
 
 def page(conn: sa.Connection, table: sa.Table, where: list, *, after: str | None, order: str, limit: int) -> list[dict]:
