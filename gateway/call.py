@@ -33,6 +33,9 @@ class Turn:
     sinks: tuple = ()  # given every finished response, kept or not (see Call)
     generate: bool = True  # False: answer a response made of the request alone (warm-up)
     keeper: Any = None  # keeps the final record in place of the store (see Call)
+    # False: a call inside a response an ``around`` extension makes of several (a tool loop's model calls);
+    # that response is charged once, with their usage summed, not each call on its own.
+    charge: bool = True
     # The request's ``prompt`` when the gateway expanded its template into ``body`` (gateway/prompts.py): echoed
     # on the response, never sent on; and the request as it came, which a background run is queued with.
     prompt: dict | None = None

@@ -17,6 +17,7 @@ import orjson
 from .emulation import chat_completions
 from .emulation import request as translate
 from .emulation.response import new_id
+from .emulation.response import usage as responses_usage
 from .errors import InvalidRequest, UpstreamError
 from .reply import Reply, json_reply
 from .routing import Target
@@ -156,20 +157,11 @@ def compacted(item: dict, usage: dict) -> dict:
     Its output is the one compaction item: the summary covers the user's messages too, and output items
     the SDK types cannot read (user messages) are left out.
     """
-    prompt = int(usage.get("prompt_tokens") or 0)
-    completion = int(usage.get("completion_tokens") or 0)
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
     return {
         "id": new_id("resp"),
         "object": "response.compaction",
         "created_at": int(time.time()),
         "output": [item],
-        "usage": {
-            "input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
-            "output_tokens": completion,
-            "output_tokens_details": {"reasoning_tokens": reasoning},
-            "total_tokens": prompt + completion,
-        },
+        # As an emulated response's usage: the cache-write tokens too, which are priced apart (spend.py).
+        "usage": responses_usage(usage),
     }

@@ -96,7 +96,7 @@ def _checked(kwargs: dict[str, Any]) -> list[SettingsError]:
                 f"must be empty, sqlite:///PATH or redis://HOST:PORT/DB, not {queue!r}", key="background_queue"
             )
         )
-    for name in ("retention", "background_event_retention"):
+    for name in ("retention", "background_event_retention", "usage_retention"):
         if kwargs.get(name):
             try:
                 parse_age(kwargs[name])
@@ -131,9 +131,43 @@ def _checked(kwargs: dict[str, Any]) -> list[SettingsError]:
         if not _host_entry(entry):
             message = f"each must be a host name, *.domain, an address or a network, not {entry!r}"
             errors.append(SettingsError(message, key="mcp_hosts"))
+    errors += price_errors(kwargs.get("prices", {}))
     bind = kwargs.get("bind", "127.0.0.1:8787")
     if not (bind.startswith("unix:") or re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):\d{1,5}", bind)):
         errors.append(SettingsError(f"must be HOST:PORT, [IPv6]:PORT or unix:PATH, not {bind!r}", key="bind"))
+    return errors
+
+
+# The keys of a ``[prices."PROVIDER/MODEL"]`` table, USD per million tokens; input and output are required.
+PRICE_KEYS = ("input", "cached_input", "cache_write", "output", "reasoning")
+
+
+def price_errors(prices: Any) -> list[SettingsError]:
+    """The mistakes in ``prices``: each entry ``"PROVIDER/MODEL"`` (a glob for the model may stand), a table of
+    non-negative numbers under PRICE_KEYS, ``input`` and ``output`` among them. The entry is named in the
+    message: a model's dots would read as tables in the key.
+    """
+    errors: list[SettingsError] = []
+    for name, entry in prices.items():
+        provider, _, model = str(name).partition("/")
+        if not provider or not model:
+            errors.append(SettingsError(f'{name!r}: name each entry "PROVIDER/MODEL"', key="prices"))
+            continue
+        if not isinstance(entry, dict):
+            errors.append(SettingsError(f"{name!r}: must be a table of USD per million tokens", key="prices"))
+            continue
+        for key, value in entry.items():
+            if key not in PRICE_KEYS:
+                hint = did_you_mean(key, PRICE_KEYS)
+                message = f"{name!r}: unknown key {key!r}{hint} (known keys: {', '.join(PRICE_KEYS)})"
+                errors.append(SettingsError(message, key="prices"))
+            elif isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+                message = f"{name!r}: {key} must be a number of USD per million tokens, 0 or more, not {value!r}"
+                errors.append(SettingsError(message, key="prices"))
+        missing = [key for key in ("input", "output") if key not in entry]
+        if missing:
+            message = f"{name!r}: give {' and '.join(missing)} (USD per million tokens)"
+            errors.append(SettingsError(message, key="prices"))
     return errors
 
 
@@ -294,7 +328,16 @@ class Settings:
     admin_key: str = _setting(
         "",
         'digest (`"sha256:<hex>"`, as gateway keys are written) of the operator\'s admin key, which the '
-        "`/v1/gateway/` endpoints (prompt templates) ask for; empty: those endpoints answer 404",
+        "`/v1/gateway/` endpoints (prompt templates, the usage report) ask for; empty: those endpoints answer 404",
+    )
+    prices: dict = _setting(
+        {},
+        '`[prices."PROVIDER/MODEL"]` tables, USD per million tokens: `input`, `output`, and optionally '
+        "`cached_input`, `cache_write` (else input's price) and `reasoning` (else output's); they win over the "
+        "bundled prices of genai-prices (a glob may stand for the model: `my-vllm/*`)",
+    )
+    usage_retention: str = _setting(
+        "400d", "how long the `usage` table's rows (one per charged call) are kept (`gateway purge`); empty: forever"
     )
     prompt_files: list = _setting(
         [],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -44,6 +45,10 @@ class Trace:
     error: str | None = None
     omitted_tools: str | None = None  # tool types a chat provider was not shown (hosted_tools = "omit")
     truncated_items: int | None = None  # history items the provider was not sent (truncation: "auto")
+    # What the request cost in USD, every call it made to a provider together (gateway/spend.py); None
+    # when nothing was charged, or when a call had no known price (then ``unpriced`` is True).
+    cost_usd: Decimal | None = None
+    unpriced: bool | None = None
     prompt: Any = None  # only when the operator turns prompt logging on
 
     def usage_from(self, response: Any) -> None:
@@ -52,6 +57,13 @@ class Trace:
             self.input_tokens = usage.get("input_tokens")
             self.output_tokens = usage.get("output_tokens")
 
+    def charged(self, cost: Decimal | None) -> None:
+        """One call's cost added to the request's; ``None`` (no known price) leaves the request's unknown."""
+        if cost is None:
+            self.unpriced, self.cost_usd = True, None
+        elif not self.unpriced:
+            self.cost_usd = cost if self.cost_usd is None else self.cost_usd + cost
+
     def as_log(self) -> dict:
         # A shallow read: dataclasses.asdict would deep-copy the logged prompt on every request.
         out = {name: v for name in _LOGGED if (v := getattr(self, name)) is not None}
@@ -59,6 +71,8 @@ class Trace:
         for key in ("upstream_ms", "first_event_ms"):
             if key in out:
                 out[key] = round(out[key], 3)
+        if "cost_usd" in out:
+            out["cost_usd"] = float(out["cost_usd"])  # a JSON number, to be summed by whatever reads the log
         return out
 
 
@@ -139,6 +153,26 @@ class Observer:
         self.open_streams = Gauge(
             "gateway_open_streams", "Streams being sent right now", registry=r, multiprocess_mode="livesum"
         )
+        self.cost = Counter(
+            "gateway_cost_usd_total",
+            "USD spent at providers (priced calls), by provider and model",
+            ("provider", "model"),
+            registry=r,
+        )
+        self.key_cost = Counter(
+            "gateway_key_cost_usd_total", "USD spent at providers by callers of each gateway key", ("key",), registry=r
+        )
+        self.unpriced = Counter(
+            "gateway_unpriced_total",
+            "Charged calls whose model has no known price (cost unknown), by provider and model",
+            ("provider", "model"),
+            registry=r,
+        )
+        self.usage_lost = Counter(
+            "gateway_usage_rows_lost_total",
+            "Usage rows that could not be written (the store down for longer than the rows could wait)",
+            registry=r,
+        )
         self.store_latency = seconds("gateway_store_seconds", "Time a store operation took", ("operation",))
         self.store_errors = Counter(
             "gateway_store_errors_total",
@@ -160,12 +194,32 @@ class Observer:
         if error is not None:
             self._child(self.store_errors, operation, error).inc()
 
+    def charged(self, provider: str, model: str, key: str | None, cost: Decimal | None) -> None:
+        """One charged call: its cost by provider and model, and by gateway key (configured names only, so a
+        bounded label); a call of unknown price counted as such.
+        """
+        label = self.model_label(model)
+        if cost is None:
+            self._child(self.unpriced, provider, label).inc()
+            return
+        amount = float(cost)
+        self._child(self.cost, provider, label).inc(amount)
+        if key is not None:
+            self._child(self.key_cost, key).inc(amount)
+
+    def rows_lost(self, count: int) -> None:
+        """The usage store's hook: rows it could not keep."""
+        self.usage_lost.inc(count)
+
     def _model_label(self, trace: Trace) -> str:
-        model = trace.model
         # Unauthenticated and rejected requests name whatever model they like: they make no series.
-        if not model or not isinstance(model, str) or trace.tenant is None:
+        if trace.tenant is None or (400 <= trace.status < 500 and trace.status not in (408, 429)):
             return ""
-        if 400 <= trace.status < 500 and trace.status not in (408, 429):
+        return self.model_label(trace.model)
+
+    def model_label(self, model: Any) -> str:
+        """``model`` as a label value: the first ``max_models`` names get their own, later ones "other"."""
+        if not model or not isinstance(model, str):
             return ""
         if model in self._models:
             return model

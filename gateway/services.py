@@ -20,6 +20,7 @@ from .observe import Observer
 from .prompts import PromptLibrary, load_files
 from .providers import Catalogue
 from .routing import Router
+from .spend import Prices, Spend
 from .store import Store
 from .upstream import Upstream
 
@@ -38,6 +39,7 @@ class Services:
     sealer: Sealer  # seals and opens the gateway's compaction items
     background: Background  # the task queue of background runs, and the streams that follow them
     prompts: PromptLibrary  # prompt templates: the prompt files' and the store's
+    spend: Spend  # the cost of each call to a provider, and its usage row
     # The pipeline's extensions, in the order it calls them (see extensions/__init__.py), and their hooks,
     # found once here rather than looked up on every request.
     extensions: tuple = ()
@@ -52,7 +54,14 @@ def init_app(app: Flask, settings: Settings) -> Services:
     )
     # Nothing here reads the store: a worker starts while the database is down, answers what needs no
     # store, and reads its schema and secrets at their first use (store/__init__.py).
-    store = Store(settings.store_url, write_timeout=settings.store_write_timeout, observe=observer.store_op)
+    store = Store(
+        settings.store_url,
+        write_timeout=settings.store_write_timeout,
+        observe=observer.store_op,
+        usage_lost=observer.rows_lost,
+    )
+    prices = Prices(settings.prices)
+    prices.load()
     # Tenant digests must agree across workers and hosts and survive restarts: one salt, kept in the store.
     salt = settings.key_salt or (lambda: store.secret("key_salt"))
     catalogue = Catalogue(settings.providers, hosted_tools=settings.hosted_tools)
@@ -93,6 +102,7 @@ def init_app(app: Flask, settings: Settings) -> Services:
         background=Background(settings, store),
         # Read once here: a changed file is read again by the workers a reload (SIGHUP) starts.
         prompts=PromptLibrary(load_files(settings.prompt_files), store.prompts),
+        spend=Spend(prices, store.usage, observer),
         extensions=extensions,
         befores=tuple(e.before for e in extensions if hasattr(e, "before")),
         plans=tuple(e.plan for e in extensions if hasattr(e, "plan")),

@@ -63,8 +63,8 @@ def check(environ: Mapping[str, str] | None = None, *, store: bool = True) -> Se
 
 
 def _named(settings: Settings) -> list[SettingsError]:
-    """The mistakes in what the settings name: provider tables, gateway keys, saved configs, the store's URL,
-    prompt files.
+    """The mistakes in what the settings name: provider tables, gateway keys, the providers of prices, saved
+    configs, the store's URL, prompt files.
     """
     # Imported here: gunicorn's master imports this module, and only needs the rest when it runs.
     from .auth import Authenticator
@@ -99,6 +99,12 @@ def _named(settings: Settings) -> list[SettingsError]:
                         f"unknown provider{hint} (known: {', '.join(known)})", key=f"keys.{name}.providers.{provider}"
                     )
                 )
+    for name in settings.prices:
+        provider = str(name).partition("/")[0]
+        if provider and catalogue.get(provider) is None and provider not in settings.providers:
+            hint = did_you_mean(provider, known)
+            message = f"{name!r}: unknown provider {provider!r}{hint} (known: {', '.join(known)})"
+            errors.append(SettingsError(message, key="prices"))
     hosts = settings.custom_hosts
     for name, config in settings.configs.items():
         if collect(lambda name=name, config=config: Router(catalogue, configs={name: config}, custom_hosts=hosts)):

@@ -24,6 +24,7 @@ from ..observe import Trace
 from ..reply import Reply
 from ..schemas import json_object
 from ..services import Services, current_services
+from ..spend import COST_HEADER, plain
 
 _TRACE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -263,6 +264,9 @@ def to_response(reply: Reply, provider: str) -> Response:
         resp.headers["X-Accel-Buffering"] = "no"
     else:
         resp = Response(reply.body, status=reply.status, mimetype="application/json")
+        cost = g.trace.cost_usd
+        if cost is not None and reply.status < 400:  # what the calls made for this answer cost (spend.py)
+            resp.headers[COST_HEADER] = plain(cost)
     resp.headers["x-portkey-provider"] = provider
     resp.headers["x-portkey-last-used-option-index"] = "0"
     resp.headers["x-portkey-retry-attempt-count"] = "0"

@@ -133,7 +133,7 @@ class Run:
         self.pending: list[dict] = []
         self.flushed = 0.0
         self.writes = 0  # store transactions that wrote its events (batching, measured by bench/background.py)
-        self.staged: tuple[dict, list[dict], str | None, str, str] | None = None
+        self.staged: tuple[dict, list[dict], str | None, str, Any] | None = None
         self.done = False  # ended: by its closing event, a failure, or a stop
         self._abort: Any = None
         self._lock = threading.Lock()
@@ -141,7 +141,7 @@ class Run:
     # ------------------------------------------------------------------ the pipeline's side
     def take(self, response: dict, done: Any) -> None:
         """The pipeline's sink: the final record, committed with the stream's last events (``end``)."""
-        self.staged = (response, done.input_items, done.conversation, done.provider, done.mode)
+        self.staged = (response, done.input_items, done.conversation, done.provider, done.cost)
 
     # ------------------------------------------------------------------ running
     def go(self) -> None:
@@ -240,7 +240,7 @@ class Run:
                 message = str(closing.get("message") or (closing.get("error") or {}).get("message") or message)
             self.fail(message)
             return
-        response, input_items, conversation, provider, _mode = self.staged
+        response, input_items, conversation, provider, cost = self.staged
         if closing is None:
             self.seq += 1
             closing = {"type": _closing_type(response), "sequence_number": self.seq}
@@ -267,6 +267,7 @@ class Run:
                     response=response,
                     input_items=input_items,
                     conversation=conversation,
+                    cost=cost,
                 )
             except StoreUnavailable:
                 log.warning(

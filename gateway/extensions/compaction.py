@@ -80,6 +80,9 @@ def _compact(
     made = compaction.summarise(svc.upstream, target, model, compaction.expand(svc.sealer, tenant, prefix))
     if isinstance(made, Reply):
         return made
+    # The summary is a call of its own, charged on its own: the response that follows is charged at finish.
+    usage = build.usage(made[1])
+    svc.spend.charge(ctx.caller, ctx.trace, target.provider, usage, model=model, status="completed", kind="compaction")
     item = svc.sealer.item(tenant, made[0])
     if history:
         return [item], rest, item

@@ -373,6 +373,7 @@ class _Loop:
             sinks=(),
             keeper=None,
             prompt=None,
+            charge=False,  # the Response is charged once, in ``record``, with the usage of every call summed
         )
         reply, target = self.run(inner_turn)
         self.reply = reply

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -54,7 +54,10 @@ def compact(
     def call(target: Target) -> Reply:
         if target.provider.native and target.provider.compact:
             payload = _passed_through(svc, caller, turn, target)
-            return native.post(svc.upstream, target, "/responses/compact", payload, headers)
+            reply = native.post(svc.upstream, target, "/responses/compact", payload, headers)
+            if reply.status < 400 and isinstance(reply.data, dict):
+                _charge(svc, caller, trace, target, reply.data, turn.body.get("model"), "compaction")
+            return reply
         history = stored_history(svc, caller, turn)
         items = compaction.expand(svc.sealer, caller.tenant, history + turn.input.items)
         if turn.body.get("instructions"):
@@ -65,9 +68,25 @@ def compact(
         if isinstance(made, Reply):
             return made
         summary, usage = made
-        return json_ok(compaction.compacted(svc.sealer.item(caller.tenant, summary), usage))
+        compacted = compaction.compacted(svc.sealer.item(caller.tenant, summary), usage)
+        _charge(svc, caller, trace, target, compacted, turn.body.get("model"), "compaction")
+        return json_ok(compacted)
 
     return attempt(svc, svc.router.targets(headers, caller), call, trace)
+
+
+def _charge(svc: Services, caller: Caller, trace: Trace, target: Target, answer: dict, model: Any, kind: str) -> None:
+    """A compaction or a token count, charged as the call it was (see spend.Spend.charge)."""
+    svc.spend.charge(
+        caller,
+        trace,
+        target.provider,
+        answer.get("usage"),
+        model=answer.get("model") or model,
+        response_id=answer.get("id") if kind == "compaction" else None,
+        status="completed",
+        kind=kind,
+    )
 
 
 TOKEN_COUNT_HEADER = "x-gateway-token-count"  # "provider": counted by the provider; "estimate": offline
@@ -89,6 +108,8 @@ def input_tokens(
             payload = _passed_through(svc, caller, turn, target)
             reply = native.post(svc.upstream, target, "/responses/input_tokens", payload, headers)
             reply.headers[TOKEN_COUNT_HEADER] = "provider"
+            if reply.status < 400:
+                _charge(svc, caller, trace, target, {}, turn.body.get("model"), "input_tokens")
             return reply
         history = compaction.expand(svc.sealer, caller.tenant, stored_history(svc, caller, turn))
         new = compaction.expand(svc.sealer, caller.tenant, turn.input.items)
@@ -109,6 +130,8 @@ def input_tokens(
             count, source = count_offline(model, chat)[0], "estimate"
         reply = json_ok({"object": "response.input_tokens", "input_tokens": count})
         reply.headers[TOKEN_COUNT_HEADER] = source
+        # A count is not billed by the providers that make one: a row of zero tokens, at 0.
+        _charge(svc, caller, trace, target, {}, model, "input_tokens")
         return reply
 
     return attempt(svc, svc.router.targets(headers, caller), call, trace)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ..auth import Caller
@@ -34,6 +35,7 @@ class Finished:
     conversation: str | None  # the conversation the turn joins (None: none, or the turn did not end)
     keep: bool  # the caller asked for the response to be stored
     before: list[dict] | None  # the conversation before this turn (None: only the store knows it)
+    cost: Decimal | None = None  # what the response cost in USD (None: unknown, or not charged)
 
 
 def store_take(store: Any, response: dict, done: Finished) -> None:
@@ -51,21 +53,44 @@ def store_take(store: Any, response: dict, done: Finished) -> None:
         response=response,
         input_items=done.input_items,
         conversation=done.conversation,
+        cost=done.cost,
     )
 
 
 def finisher(svc: Services, caller: Caller, turn: Turn, plan: Plan, trace: Trace) -> Callable[[dict], None]:
-    """The function the adapter calls with the final response, before the answer leaves."""
+    """The function the adapter calls with the final response, before the answer leaves.
+
+    Every final response is charged here (a usage row, whether it is kept or not, failed ones too), before
+    the store: the provider was paid even when the record cannot be written. Not a warm-up's (no provider
+    was asked), nor a call inside a response an extension makes of several (``turn.charge``).
+    """
     conv = turn.conversation
     # A keeper (a background run) keeps the record itself, with its last events; otherwise the store does.
     keeper, store = turn.keeper, svc.store
+    charged = turn.charge and turn.generate
+
+    def charge(response: dict) -> Decimal | None:
+        model = response.get("model") or turn.body.get("model")
+        return svc.spend.charge(
+            caller,
+            trace,
+            plan.target.provider,
+            response.get("usage"),
+            model=model,
+            response_id=response.get("id"),
+            status=response.get("status"),
+            service_tier=response.get("service_tier"),
+        )
 
     def finish(response: dict) -> None:
         trace.usage_from(response)
         if not isinstance(response.get("id"), str):
+            if charged:
+                charge(response)
             return
         appended = conv is not None and response.get("status") in _APPENDED
         amend(turn, plan, response)
+        cost = charge(response) if charged else None
         done = Finished(
             tenant=caller.tenant,
             provider=plan.target.provider.name,
@@ -74,6 +99,7 @@ def finisher(svc: Services, caller: Caller, turn: Turn, plan: Plan, trace: Trace
             conversation=conv if appended else None,
             keep=turn.keep,
             before=plan.before,
+            cost=cost,
         )
         if turn.keep or appended:
             try:
