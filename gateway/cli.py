@@ -1,5 +1,5 @@
 """The ``gateway`` command: ``serve`` (gunicorn), ``check-config``, Flask's ``run`` (dev server on 127.0.0.1:8787),
-and the store's maintenance (``migrate``, ``purge``).
+the store's maintenance (``migrate``, ``purge``) and the usage report (``usage``).
 """
 
 from __future__ import annotations
@@ -143,8 +143,9 @@ def migrate() -> None:
 @click.option("--batch", default=1000, show_default=True, help="responses deleted per transaction")
 @with_appcontext
 def purge(older_than: str | None, batch: int) -> None:
-    """Delete stored responses older than an age, in batches, with a progress line on a terminal; and the
-    events of background responses that ended longer ago than `background_event_retention`.
+    """Delete stored responses older than an age, in batches, with a progress line on a terminal; the events
+    of background responses that ended longer ago than `background_event_retention`; and the usage rows older
+    than `usage_retention` (never by --older-than: what was spent is kept for its own time).
     """
     from .services import current_services
 
@@ -152,7 +153,8 @@ def purge(older_than: str | None, batch: int) -> None:
     _prepare(svc.store)
     age_text = older_than or svc.settings.retention
     events_text = svc.settings.background_event_retention
-    if not age_text and not events_text:
+    usage_text = svc.settings.usage_retention
+    if not age_text and not events_text and not usage_text:
         raise click.UsageError("give --older-than or set the `retention` setting")
     try:
         age = parse_age(age_text) if age_text else None
@@ -169,6 +171,14 @@ def purge(older_than: str | None, batch: int) -> None:
             runs += done
         if runs or age is None:
             click.echo(f"purged the events of {runs} background responses that ended more than {events_text} ago")
+    if usage_text:
+        try:
+            usage_age = parse_age(usage_text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="usage_retention") from None
+        rows = svc.store.usage.purge(usage_age, batch=batch)
+        if rows or age is None:
+            click.echo(f"purged {rows} usage rows older than {usage_text}")
     if age is None:
         return
     # A line rewritten in place (\r) only makes sense on a terminal; in a log (cron) it would read as the
@@ -177,6 +187,36 @@ def purge(older_than: str | None, batch: int) -> None:
     progress = (lambda n: click.echo(f"\rpurged {n} responses", nl=False)) if tty else None
     total = svc.store.purge(age, batch=batch, progress=progress)
     click.echo(f"{chr(13) if tty else ''}purged {total} responses older than {age_text}")
+
+
+@main.command()
+@click.option("--since", default="7d", show_default=True, help="an age (7d, 12h), a date (2025-06-01, UTC) or ISO time")
+@click.option("--until", help="the same forms (default: now)")
+@click.option("--group-by", "group_by", help="any of key, provider, model, day, comma-separated (default: all four)")
+@click.option("--json", "as_json", is_flag=True, help="print the JSON of GET /v1/gateway/usage instead of a table")
+@with_appcontext
+def usage(since: str, until: str | None, group_by: str | None, as_json: bool) -> None:
+    """Print what was spent: requests, tokens and cost (USD) by key, provider, model and UTC day, from the
+    usage table (as GET /v1/gateway/usage answers).
+    """
+    from . import usage as report
+    from .errors import InvalidRequest, StoreUnavailable
+    from .services import current_services
+
+    svc = current_services()
+    _prepare(svc.store)
+    try:
+        made = report.report(svc.store.usage, since, until, group_by)
+    except InvalidRequest as exc:
+        raise click.BadParameter(exc.message, param_hint=f"--{(exc.param or 'since').replace('_', '-')}") from None
+    except StoreUnavailable:
+        click.echo("gateway: the store did not answer the report's query in time", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(report.as_json(made), indent=2))
+        return
+    click.echo(f"usage from {made['since']} to {made['until']} (cost in USD; '-': no known price)")
+    click.echo(report.table(made), nl=False)
 
 
 def to_toml(values: dict[str, Any]) -> str:

@@ -316,7 +316,7 @@ def test_gateway_help_lists_the_gateway_s_commands_not_flask_s():
     ran = subprocess.run([GATEWAY, "--help"], capture_output=True, text=True, timeout=30)
     commands = ran.stdout.split("Commands:", 1)[1]
     names = {line.split()[0] for line in commands.splitlines() if line.strip()}
-    assert names == {"check-config", "migrate", "purge", "run", "serve", "worker"}
+    assert names == {"check-config", "migrate", "purge", "run", "serve", "usage", "worker"}
     assert "--env-file" not in ran.stdout and "--app" not in ran.stdout
 
 

@@ -26,6 +26,7 @@ from .responses import (
     InputTokensSchema,
     RetrieveQuerySchema,
 )
+from .usage import UsageQuerySchema
 
 _JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array", dict: "object"}
 
@@ -313,6 +314,20 @@ def build_spec(version: str) -> dict:
                 "parameters": [_PROMPT_ID],
                 "responses": {"200": {"description": "{id, object, deleted: true}", **_OBJECT}, **errors},
             },
+        },
+    )
+    spec.path(
+        path="/v1/gateway/usage",
+        operations={
+            "get": {
+                "summary": "The usage report: requests, tokens and cost (USD) by key, provider, model and UTC day",
+                "security": admin,
+                "parameters": [{"in": "query", "schema": UsageQuerySchema}],
+                "responses": {
+                    "200": {"description": "{object, since, until, group_by, data, total}", **_OBJECT},
+                    **errors,
+                },
+            }
         },
     )
     spec.path(
