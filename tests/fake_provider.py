@@ -16,6 +16,9 @@ or ``metadata`` keys ``fake_<knob>`` on one create request:
   retry_after    a Retry-After header on injected errors
   echo_headers   injected errors quote the request's headers (credentials included), as a leaky upstream would
   endless        a 200 JSON body that never ends
+  usage          Responses: this usage object in place of the fake's own (cached, reasoning tokens...)
+  chat_usage     Chat Completions: this usage object in place of the fake's own
+  fail_stream    Responses streams: end with response.failed (the final response failed, with its usage)
 
 Run ``python -m tests.fake_provider --port 18000`` for a standalone demo provider.
 """
@@ -105,18 +108,19 @@ def chat_answer(body: dict, knobs: dict[str, Any]) -> dict:
         finish = "length"
     completion_tokens = len((content or "").split()) + 5 * len(tool_calls)
     prompt_tokens = sum(len(_message_text(m).split()) for m in messages) + 3
+    usage = knobs.get("chat_usage") or {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
     return {
         "content": content,
         "tool_calls": tool_calls,
         "reasoning": knobs.get("reasoning"),
         "finish_reason": finish,
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0},
-        },
+        "usage": usage,
     }
 
 
@@ -383,6 +387,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "previous_response_id",
             )
         resp, items = self.fake.build_response(body)
+        if isinstance(knobs.get("usage"), dict):
+            resp["usage"] = knobs["usage"]
         if body.get("stream"):
             return self._stream(resp, items, knobs)
         self.fake.keep(resp, items)
@@ -503,6 +509,10 @@ class _Handler(BaseHTTPRequestHandler):
             ({"type": "response.output_item.done", "output_index": 0, "item": message}, 0),
             ({"type": "response.completed", "response": final}, 0),
         ]
+        if knobs.get("fail_stream"):
+            error = {"code": "server_error", "message": "The fake failed the response."}
+            failed = {**final, "status": "failed", "completed_at": None, "error": error}
+            events[-1] = ({"type": "response.failed", "response": failed}, 0)
         frames = []
         for seq, (event, wait) in enumerate(events):
             event = {**event, "sequence_number": seq}
