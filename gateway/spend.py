@@ -286,7 +286,7 @@ class Spend:
             {
                 "at": now,
                 "day": self._utc_day(now),
-                "tenant": caller.tenant[:64],
+                "who": (caller.gateway_key if caller.gateway_key is not None else caller.tenant)[:128],
                 "provider": provider.name[:64],
                 "model": model[:256],
                 "kind": kind,

@@ -221,10 +221,10 @@ def test_every_charged_call_of_a_mixed_run_is_a_usage_row_and_the_report_adds_th
         rows = _rows(app)
         by_trace = {row["trace_id"]: row for row in rows}
         assert len(rows) == 7 and len(by_trace) == 7
-        tenant = by_trace["t-stream"]["tenant"]
-        assert tenant.startswith("pk:") and KEY not in json.dumps([r["tenant"] for r in rows])
+        tenant = by_trace["t-stream"]["who"]
+        assert tenant.startswith("pk:") and KEY not in json.dumps([r["who"] for r in rows])
         expected = {
-            "t-json": ("response", "key:team-a", "openai", "gpt-4o-mini", "completed", (1000, 400, 0, 200, 50)),
+            "t-json": ("response", "team-a", "openai", "gpt-4o-mini", "completed", (1000, 400, 0, 200, 50)),
             "t-stream": ("response", tenant, "fakechat", "chat-model", "completed", (2000, 500, 100, 300, 100)),
             "t-unkept": ("response", tenant, "openai", "gpt-4o-mini", "completed", (1000, 400, 0, 200, 50)),
             "t-failed": ("response", tenant, "openai", "gpt-4o-mini", "failed", (1000, 400, 0, 200, 50)),
@@ -234,7 +234,7 @@ def test_every_charged_call_of_a_mixed_run_is_a_usage_row_and_the_report_adds_th
         }
         for trace, (kind, who, provider, model, status, tokens) in expected.items():
             row = by_trace[trace]
-            assert (row["kind"], row["tenant"], row["provider"], row["model"], row["status"]) == (
+            assert (row["kind"], row["who"], row["provider"], row["model"], row["status"]) == (
                 kind,
                 who,
                 provider,
@@ -272,8 +272,8 @@ def test_every_charged_call_of_a_mixed_run_is_a_usage_row_and_the_report_adds_th
         assert report.status_code == 200, report.data
         made = report.json
         assert made["object"] == "gateway.usage" and made["group_by"] == ["key"]
-        assert [row["key"] for row in made["data"]] == sorted(["key:team-a", tenant])
-        team_row = next(row for row in made["data"] if row["key"] == "key:team-a")
+        assert [row["key"] for row in made["data"]] == sorted(["team-a", tenant])
+        team_row = next(row for row in made["data"] if row["key"] == "team-a")
         assert (team_row["requests"], team_row["input_tokens"], team_row["output_tokens"]) == (1, 1000, 200)
         assert team_row["cost_usd"] == pytest.approx(0.00024, abs=1e-12) and team_row["unpriced"] == 0
         other = next(row for row in made["data"] if row["key"] == tenant)
@@ -306,14 +306,14 @@ def test_what_a_key_spent_since_the_start_of_its_utc_day_or_month(store_url):
     assert time.gmtime(day)[3:6] == (0, 0, 0) and time.gmtime(month)[2:6] == (1, 0, 0, 0)
     assert day <= now < day + 86400 and month <= day
 
-    def row(tenant: str, at: float, cost: Decimal | None) -> dict:
+    def row(who: str, at: float, cost: Decimal | None) -> dict:
         zero = dict.fromkeys(("input_tokens", "cached_tokens", "cache_write_tokens", "output_tokens"), 0)
         return {
             **zero,
             "reasoning_tokens": 0,
             "at": at,
             "day": time.strftime("%Y-%m-%d", time.gmtime(at)),
-            "tenant": tenant,
+            "who": who,
             "provider": "openai",
             "model": "gpt-4o-mini",
             "kind": "response",
@@ -325,20 +325,21 @@ def test_what_a_key_spent_since_the_start_of_its_utc_day_or_month(store_url):
 
     try:
         for entry in [
-            row("key:a", now - 1, Decimal("0.25")),
-            row("key:a", day + 1, Decimal("0.000001")),
-            row("key:a", day - 10, Decimal("1.5")),  # yesterday (or earlier): this month at most
-            row("key:a", month - 10, Decimal("100")),  # last month
-            row("key:a", now - 2, None),  # no known price: adds nothing
-            row("key:b", now - 1, Decimal("7")),
+            row("team-a", now - 1, Decimal("0.25")),
+            row("team-a", day + 1, Decimal("0.000001")),
+            row("team-a", day - 10, Decimal("1.5")),  # yesterday (or earlier): this month at most
+            row("team-a", month - 10, Decimal("100")),  # last month
+            row("team-a", now - 2, None),  # no known price: adds nothing
+            row("pk:0123456789abcdef0123456789abcdef", now - 1, Decimal("7")),
         ]:
             store.usage.add(entry)
         store.usage.flush()
-        assert store.usage.spent("key:a", day) == Decimal("0.250001")
-        assert store.usage.spent("key:a", month) == Decimal("0.250001") + (Decimal("1.5") if day - 10 >= month else 0)
-        assert store.usage.spent("key:a", 0) == Decimal("101.750001")
-        assert store.usage.spent("key:a", month - 100, until=month) == Decimal("100")
-        assert store.usage.spent("key:b", day) == 7 and store.usage.spent("key:c", 0) == 0
+        assert store.usage.spent("team-a", day) == Decimal("0.250001")
+        assert store.usage.spent("team-a", month) == Decimal("0.250001") + (Decimal("1.5") if day - 10 >= month else 0)
+        assert store.usage.spent("team-a", 0) == Decimal("101.750001")
+        assert store.usage.spent("team-a", month - 100, until=month) == Decimal("100")
+        assert store.usage.spent("pk:0123456789abcdef0123456789abcdef", day) == 7
+        assert store.usage.spent("team-b", 0) == 0
         with pytest.raises(ValueError, match="not a period"):
             period_start("week")
     finally:
@@ -349,11 +350,11 @@ def test_the_budget_query_is_one_range_of_its_index(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 's.sqlite3'}")
     try:
         store.prepare()
-        query = sa.select(sa.func.sum(usage.c.cost_usd)).where(usage.c.tenant == "key:a", usage.c.at >= 0)
+        query = sa.select(sa.func.sum(usage.c.cost_usd)).where(usage.c.who == "team-a", usage.c.at >= 0)
         sql = str(query.compile(store.engine, compile_kwargs={"literal_binds": True}))
         with store.engine.connect() as conn:
             plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
-        assert "COVERING INDEX gw_usage_tenant_at" in plan, plan
+        assert "COVERING INDEX gw_usage_who_at" in plan, plan
     finally:
         store.dispose()
 
@@ -492,8 +493,8 @@ def test_gateway_usage_prints_the_report_as_a_table(fake, tmp_path):
         lines = result.output.splitlines()
         assert lines[0].startswith("usage from ") and "USD" in lines[0]
         assert lines[1].split() == ["key", "model", "requests", "input_tokens", "output_tokens", "cost_usd", "unpriced"]
-        assert lines[2].split() == ["key:team-a", "chat-model", "1", "2000", "300", "0.0059", "0"]
-        assert lines[3].split() == ["key:team-a", "gpt-4o-mini", "2", "2000", "400", "0.00048", "0"]
+        assert lines[2].split() == ["team-a", "chat-model", "1", "2000", "300", "0.0059", "0"]
+        assert lines[3].split() == ["team-a", "gpt-4o-mini", "2", "2000", "400", "0.00048", "0"]
         assert lines[4].split() == ["total", "3", "4000", "700", "0.00638", "0"]
         as_json = CliRunner().invoke(_cli(), ["usage", "--json", "--group-by", "provider"], obj=info)
         made = json.loads(as_json.output)
@@ -591,7 +592,7 @@ def test_cost_in_the_header_the_log_the_metrics_and_background_runs_with_the_ope
             if report["total"]["requests"] >= 3 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        assert [(r["key"], r["model"], r["requests"]) for r in report["data"]] == [("key:team-a", "gpt-4o-mini", 3)]
+        assert [(r["key"], r["model"], r["requests"]) for r in report["data"]] == [("team-a", "gpt-4o-mini", 3)]
         assert report["data"][0]["cost_usd"] == pytest.approx(0.00072, abs=1e-12)
 
         metrics = requests.get(server.url + "/metrics", timeout=10).text

@@ -148,8 +148,9 @@ usage = Table(
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("at", Float, nullable=False),  # Unix time
     Column("day", String(10), nullable=False),  # the UTC date of ``at``, YYYY-MM-DD: the report groups by it
-    # The caller: "key:NAME" for a gateway key, "pk:<digest>" for a caller's own provider key (never the key).
-    Column("tenant", String(64), nullable=False),
+    # Who called: a gateway key's name, or for a caller with its own provider key its tenant ("pk:<digest>",
+    # never the key): what limits.Limits.who names, so that budgets read their rows as they are.
+    Column("who", String(128), nullable=False),
     Column("provider", String(64), nullable=False),
     Column("model", String(256), nullable=False),
     Column("kind", String(16), nullable=False),  # response | compaction | input_tokens
@@ -165,7 +166,7 @@ usage = Table(
 )
 # What a caller spent since a time (budgets: a UTC day, a month) is one range of this index, cost included so
 # that the sum is read from the index alone.
-Index("gw_usage_tenant_at", usage.c.tenant, usage.c.at, usage.c.cost_usd)
+Index("gw_usage_who_at", usage.c.who, usage.c.at, usage.c.cost_usd)
 # The report's range of time, and the purge's.
 Index("gw_usage_at", usage.c.at)
 

@@ -42,7 +42,7 @@ _INSERT = usage.insert()
 _REFUSED = (DataError, IntegrityError, ProgrammingError)
 
 # The report's groups, as the query string names them.
-GROUPS = {"key": usage.c.tenant, "provider": usage.c.provider, "model": usage.c.model, "day": usage.c.day}
+GROUPS = {"key": usage.c.who, "provider": usage.c.provider, "model": usage.c.model, "day": usage.c.day}
 _TOKENS = ("input_tokens", "cached_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 
 
@@ -185,14 +185,15 @@ class UsageStore:
             self._lost(count)
 
     # ------------------------------------------------------------------ reads
-    def spent(self, tenant: str, since: float, until: float | None = None) -> Decimal:
-        """USD spent by ``tenant`` (``key:NAME`` for a gateway key, else a provider-key tenant's digest) from
-        ``since`` (Unix time; ``period_start("day")``, ``period_start("month")`` for UTC calendar budgets) to
-        ``until`` (default: now): the sum of its priced rows, read from one range of ``gw_usage_tenant_at``.
+    def spent(self, who: str, since: float, until: float | None = None) -> Decimal:
+        """USD spent by ``who`` (a gateway key's name; for a caller with its own provider key, its tenant
+        ``pk:<digest>``) from ``since`` (Unix time; ``period_start("day")``, ``period_start("month")`` for UTC
+        calendar budgets) to ``until`` (default: now): the sum of its priced rows, read from one range of
+        ``gw_usage_who_at``.
         Rows of unknown price add nothing; rows still pending in a process (up to ``FLUSH_INTERVAL`` old) are
         not counted yet. Raises StoreUnavailable.
         """
-        where = [usage.c.tenant == tenant, usage.c.at >= since]
+        where = [usage.c.who == who, usage.c.at >= since]
         if until is not None:
             where.append(usage.c.at < until)
         query = sa.select(sa.func.sum(usage.c.cost_usd)).where(*where)
