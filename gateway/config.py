@@ -16,6 +16,8 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .limits import parse_policy
+
 ENV_PREFIX = "GATEWAY_"
 # The worker types the gateway is tested under; gunicorn's others (sync, eventlet…) would hold one
 # request per process or are unmaintained.
@@ -126,6 +128,23 @@ def _checked(kwargs: dict[str, Any]) -> list[SettingsError]:
     if isinstance(capacity, int) and isinstance(reserve, int) and reserve != -1 and not 0 <= reserve < capacity:
         message = f"must be -1 (a tenth), or from 0 to {capacity_key} - 1 ({capacity - 1}), not {reserve}"
         errors.append(SettingsError(message, key="websocket_reserve"))
+    if kwargs.get("limits_fail", "open") not in ("open", "closed"):
+        errors.append(SettingsError(f"must be open or closed, not {kwargs['limits_fail']!r}", key="limits_fail"))
+    store = kwargs.get("limits_store", "")
+    if store and not store.startswith(("redis://", "rediss://", "unix://")):
+        errors.append(SettingsError(f"must be empty or redis://HOST:PORT/DB, not {store!r}", key="limits_store"))
+    tables = kwargs.get("limits", {})
+    for name, table in tables.items() if isinstance(tables, dict) else []:
+        if name != "default":
+            message = "only [limits.default]: a key's own go in [keys.NAME.limits]"
+            errors.append(SettingsError(message, key=f"limits.{name}"))
+            continue
+        errors.extend(SettingsError(why, key=where) for where, why in parse_policy(table, "limits.default")[1])
+    keys = kwargs.get("keys", {})
+    for name, entry in keys.items() if isinstance(keys, dict) else []:
+        if isinstance(entry, dict) and "limits" in entry:
+            found = parse_policy(entry["limits"], f"keys.{name}.limits")[1]
+            errors.extend(SettingsError(why, key=where) for where, why in found)
     hosts = kwargs.get("mcp_hosts", [])
     for entry in hosts if isinstance(hosts, list) else []:
         if not _host_entry(entry):
@@ -295,6 +314,22 @@ class Settings:
         "",
         'digest (`"sha256:<hex>"`, as gateway keys are written) of the operator\'s admin key, which the '
         "`/v1/gateway/` endpoints (prompt templates) ask for; empty: those endpoints answer 404",
+    )
+    limits: dict = _setting(
+        {},
+        "`[limits.default]`: the limits of every caller without limits of its own (callers' own provider keys, "
+        "gateway keys without `[keys.NAME.limits]`): `requests_per_minute`, `tokens_per_minute`, `usd_per_day`, "
+        "`usd_per_month`, `models`",
+    )
+    limits_store: str = _setting(
+        "",
+        "where the minute windows of the limits are counted across hosts: `redis://HOST:PORT/DB`; empty: the "
+        "gateway's store",
+    )
+    limits_fail: str = _setting(
+        "open",
+        "when the limits' counter cannot be reached: `open` lets requests through (logged once, counted, in "
+        "`/readyz`), `closed` refuses them (503 `limits_unavailable`)",
     )
     prompt_files: list = _setting(
         [],

@@ -30,9 +30,11 @@ def readyz() -> tuple[dict, int]:
     svc = current_services()
     ok, why = svc.store.ready()
     queue = svc.background.health.state()
+    # The limits' counter, likewise: with limits_fail = "open" a Redis that is down lets requests through.
+    limits = svc.limits.state()
     if ok:
-        return {"status": "ready", "queue": queue}, 200
-    return {"status": "unavailable", "reason": why, "queue": queue}, 503
+        return {"status": "ready", "queue": queue, "limits": limits}, 200
+    return {"status": "unavailable", "reason": why, "queue": queue, "limits": limits}, 503
 
 
 @bp.get("/metrics")

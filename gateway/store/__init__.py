@@ -21,6 +21,7 @@ from .background import ACTIVE, BackgroundStore, delete_runs
 from .conversations import ConversationStore, StoredConversation, append_in, resendable
 from .engine import Database, Observe, make_engine
 from .group import GroupCommit
+from .limits import LimitStore
 from .prompts import PromptStore, StoredPrompt
 from .tables import INPUT, OUTPUT, items, page, responses, runs
 
@@ -114,6 +115,7 @@ class Store(Database):
         self.conversations = ConversationStore(self)
         self.background = BackgroundStore(self)
         self.prompts = PromptStore(self)
+        self.limits = LimitStore(self)
         # Under gevent, records made in one turn of the worker's event loop share a transaction (group.py).
         self._group = GroupCommit(self) if greenlets.active() else None
 
