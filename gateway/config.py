@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tempfile
+import time
 import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -461,6 +462,20 @@ def _mask(name: str, value: Any) -> Any:
 def runtime_path(name: str) -> str:
     """A per-user runtime file's path: in ``$XDG_RUNTIME_DIR`` where there is one, else the temp directory."""
     return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir(), name)
+
+
+def mark_reload(master_pid: int) -> None:
+    """The master is reloading (SIGHUP): said to its old workers, which it stops next (see ``reloading``)."""
+    with open(runtime_path(f"gateway-{master_pid}.reload"), "w") as marker:
+        marker.write(str(time.time()))
+
+
+def reloading(master_pid: int, within: float = 120.0) -> bool:
+    """Whether the master ``master_pid`` began a reload in the last ``within`` seconds."""
+    try:
+        return time.time() - os.path.getmtime(runtime_path(f"gateway-{master_pid}.reload")) < within
+    except OSError:
+        return False
 
 
 def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:

@@ -232,3 +232,80 @@ def test_limits_settings_are_checked_at_start_up():
         Settings.load({"limits": {"default": {"requests_per_minute": -1}}})
     with pytest.raises(SettingsError, match=r"keys\.team\.limits\.usd_per_dya"):
         Settings.load({"keys": {"team": {"digest": key_digest("k"), "limits": {"usd_per_dya": 1}}}})
+
+
+# ------------------------------------------------------------------------------------------ reload
+@pytest.mark.slow
+def test_a_reload_applies_new_limits_restarts_consumers_and_closes_websockets_with_1012(tmp_path, fake, make_sdk):
+    import json
+    import signal
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from tests.test_background import _consumers, _until_done, _wait
+    from tests.test_websocket import ws_url
+
+    def settings(rpm: int) -> str:
+        return (
+            f'[providers.fakechat]\nbase_url = "{fake.url}"\napi = "chat"\n'
+            f'[keys.team-a]\ndigest = "{key_digest(TEAM_KEY)}"\n'
+            f'[keys.team-a.providers.fakechat]\napi_key = "{KEY}"\n'
+            f"[keys.team-a.limits]\nrequests_per_minute = {rpm}\n"
+        )
+
+    path = tmp_path / "gw.toml"
+    path.write_text(settings(4))
+    server = Gunicorn(
+        {
+            "GATEWAY_CONFIG": str(path),
+            "GATEWAY_STORE_URL": f"sqlite:///{tmp_path / 's.sqlite3'}",
+            "GATEWAY_BACKGROUND_QUEUE": f"sqlite:///{tmp_path / 'q.sqlite3'}",
+            "GATEWAY_BACKGROUND_CONSUMERS": "1",
+            "GATEWAY_KEY_SALT": "test-salt",
+            "GATEWAY_GRACEFUL_TIMEOUT": "20",
+        },
+        workers=1,
+    )
+    try:
+        _wait_for_a_fresh_minute()
+        sdk = _sdk(make_sdk, server)
+        before = _wait(lambda: _consumers(server), 10)
+
+        def status() -> int:
+            return requests.post(
+                server.url + "/v1/responses", json={"model": "m", "input": "x"}, headers=TEAM
+            ).status_code
+
+        assert [status(), status(), status()] == [200, 200, 200]
+        socket = connect(ws_url(server.url), additional_headers=TEAM)
+        streamed: list[str] = []
+
+        def stream() -> None:
+            body = {"model": "m", "input": "a b c d e f", "stream": True,
+                    "metadata": {"fake_deltas": "10", "fake_gap_ms": "300"}}  # fmt: skip
+            with requests.post(server.url + "/v1/responses", json=body, headers=TEAM, stream=True, timeout=30) as r:
+                streamed.extend(line for line in r.iter_lines(decode_unicode=True) if line.startswith("event:"))
+
+        runner = threading.Thread(target=stream)  # the fourth request: in flight through the reload
+        runner.start()
+        time.sleep(0.5)  # the stream has begun (its events are read as they come, 300 ms apart)
+        assert status() == 429
+        path.write_text(settings(100))
+        server.proc.send_signal(signal.SIGHUP)
+        _wait(lambda: "Replaced the background consumers" in server.output(), 20)
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.recv(timeout=20)
+        assert closed.value.rcvd.code == 1012
+        runner.join(timeout=30)
+        assert streamed[-1] == "event: response.completed"
+        # The new workers apply the new limit; the new consumer runs background responses.
+        _wait(lambda: status() == 200, 20)
+        after = _wait(lambda: [p for p in _consumers(server) if p not in before], 20)
+        assert after
+        queued = sdk.responses.create(model="m", input="in the background", background=True)
+        assert _until_done(sdk, queued.id).status == "completed"
+        assert json.dumps(before) != json.dumps(_consumers(server))
+    finally:
+        out = server.stop()
+    assert "Traceback" not in out, out[-3000:]
