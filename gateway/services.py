@@ -65,7 +65,8 @@ def init_app(app: Flask, settings: Settings) -> Services:
     # KeyLimits first: a request over its limits is refused before it is queued, compacted or run; as the
     # outermost ``around``, its reply carries the key's x-ratelimit headers whatever ran inside.
     extensions = (
-        KeyLimits(limits),
+        # Only where limits are configured: a gateway without any pays nothing for them.
+        *((KeyLimits(limits),) if limits.active else ()),
         BackgroundSubmission(),
         CompactionTrigger(),
         AutoCompaction(),
@@ -104,7 +105,8 @@ def init_app(app: Flask, settings: Settings) -> Services:
         extensions=extensions,
         befores=tuple(e.before for e in extensions if hasattr(e, "before")),
         plans=tuple(e.plan for e in extensions if hasattr(e, "plan")),
-        arounds=tuple(e.around for e in extensions if hasattr(e, "around")),
+        # (wants, around): an extension wraps the attempt stage only of the creates it wants.
+        arounds=tuple((e.wants, e.around) for e in extensions if hasattr(e, "around")),
     )
     app.extensions[EXTENSION] = svc
     return svc

@@ -23,9 +23,12 @@ class KeyLimits:
 
     def before(self, ctx: Context, turn: Turn, targets: list[Target]) -> Reply | None:
         # A background run was checked when it was queued; only a create is counted, once.
-        if turn.keeper is None and self.limits.active:
+        if turn.keeper is None:
             ctx.held = self.limits.check(ctx.caller, turn.body)
         return None
+
+    def wants(self, ctx: Context, turn: Turn) -> bool:
+        return ctx.held is not None
 
     def around(
         self,
@@ -36,8 +39,6 @@ class KeyLimits:
         record: Callable,
     ) -> tuple[Reply, Target]:
         held = ctx.held
-        if held is None:
-            return run(turn)
         try:
             reply, target = run(turn)
         except BaseException:
