@@ -2,7 +2,7 @@
 """This gateway against a direct call and against the peer gateways, in one run on one machine.
 
     python bench/compare.py [--peers portkey,litellm] [--concurrency 1,16,64] [--streams 100,500,1000]
-                            [--rounds 3] [--against REV] [--store on|off] [--emulated]
+                            [--rounds 3] [--against REV] [--store on|off] [--emulated] [--limits]
 
 For each target (direct to the fake provider, this gateway under gunicorn with its SQLite store on, the
 Chat Completions emulation with --emulated, and the peers named): non-streaming latency and requests per
@@ -14,7 +14,9 @@ and JSON under --out. Everything runs on 127.0.0.1 and every step is bounded in 
 
 With --rounds the targets take turns in each round and the report gives medians with their spread;
 --against REV installs that commit in a venv of its own under /tmp and measures it beside this tree, so a
-change is judged against its parent in the same run.
+change is judged against its parent in the same run. --limits adds this tree with a gateway key that has
+every limit (per minute, per day and month, counted in the store; none ever reached) and a price: what
+limits and cost add to a request.
 
 Needs wrk (`apt-get install wrk`). The peers are installed on first use under $PEERS_DIR (default
 /tmp/gateway-peers), never in the repository: Portkey's gateway from npm (needs node), LiteLLM's proxy
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -155,7 +158,9 @@ def _against(rev: str) -> tuple[Path, str]:
 
 
 @contextlib.contextmanager
-def gateway(emulated: bool, workers: int, root: Path = ROOT, python: str = sys.executable) -> Iterator[dict]:
+def gateway(
+    emulated: bool, workers: int, root: Path = ROOT, python: str = sys.executable, limited: bool = False
+) -> Iterator[dict]:
     store = _free_store()
     env = {
         "GATEWAY_BIND": "127.0.0.1:18180",
@@ -166,6 +171,22 @@ def gateway(emulated: bool, workers: int, root: Path = ROOT, python: str = sys.e
     }
     if workers:
         env["GATEWAY_WORKERS"] = str(workers)
+    key = UPSTREAM_KEY
+    if limited:
+        # A gateway key with every limit (none ever reached) and a price for the model: what checking the
+        # limits, counting in the store, reading the day's and month's spend and pricing each response cost.
+        key = "gw-bench-limited"
+        env.update(
+            {
+                "GATEWAY_KEYS__BENCH__DIGEST": "sha256:" + hashlib.sha256(key.encode()).hexdigest(),
+                "GATEWAY_KEYS__BENCH__PROVIDERS__OPENAI__API_KEY": UPSTREAM_KEY,
+                "GATEWAY_KEYS__BENCH__PROVIDERS__FAKECHAT__API_KEY": UPSTREAM_KEY,
+                "GATEWAY_KEYS__BENCH__LIMITS__REQUESTS_PER_MINUTE": "1000000000",
+                "GATEWAY_KEYS__BENCH__LIMITS__TOKENS_PER_MINUTE": "1000000000000",
+                "GATEWAY_KEYS__BENCH__LIMITS__USD_PER_DAY": "1000000",
+                "GATEWAY_KEYS__BENCH__LIMITS__USD_PER_MONTH": "1000000",
+            }
+        )
     proc = Process(
         "gateway",
         [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
@@ -177,7 +198,7 @@ def gateway(emulated: bool, workers: int, root: Path = ROOT, python: str = sys.e
         yield {
             "url": "http://127.0.0.1:18180/v1",
             "headers": {
-                "Authorization": f"Bearer {UPSTREAM_KEY}",
+                "Authorization": f"Bearer {key}",
                 "x-portkey-provider": "fakechat" if emulated else "openai",
             },
             "proc": proc,
@@ -582,6 +603,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers", default="", help="comma-separated: portkey, litellm")
     parser.add_argument("--emulated", action="store_true", help="also measure the Chat Completions emulation")
+    parser.add_argument(
+        "--limits", action="store_true", help="also measure this tree with a gateway key that has limits (none hit)"
+    )
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--streams", default="100,500,1000")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk step")
@@ -608,6 +632,8 @@ def main() -> None:
         src, python = _against(args.against)
         label = f"gateway@{args.against}"
         targets.append((label, lambda: gateway(False, args.workers, src, python)))
+    if args.limits:
+        targets.append(("gateway+limits", lambda: gateway(False, args.workers, limited=True)))
     if args.emulated:
         targets += [("direct-chat", lambda: direct(True)), ("gateway-emulated", lambda: gateway(True, args.workers))]
         if args.against:

@@ -150,7 +150,7 @@ def _parse_key(name: str, entry: Any) -> _GatewayKey:
     """One ``[keys.NAME]`` table. Raises SettingsError naming the key at fault, unknown keys included."""
     if not isinstance(entry, Mapping):
         raise SettingsError("must be a table", key=f"keys.{name}")
-    _known_keys(entry, ("digest", "providers"), f"keys.{name}")
+    _known_keys(entry, ("digest", "providers", "limits"), f"keys.{name}")  # limits: see limits.py
     if not isinstance(entry.get("digest"), str):
         raise SettingsError('is missing: give digest = "sha256:<hex>"', key=f"keys.{name}.digest")
     digest = parse_digest(entry["digest"])

@@ -74,6 +74,7 @@ class Context:
     caller: Caller
     headers: Mapping[str, str]
     trace: Trace
+    held: Any = None  # what the key's limits decided for this create (extensions/limits.py), for its reply
 
 
 @dataclasses.dataclass(slots=True)

@@ -12,9 +12,12 @@ import json
 import os
 import re
 import tempfile
+import time
 import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from .limits import parse_policy
 
 ENV_PREFIX = "GATEWAY_"
 # The worker types the gateway is tested under; gunicorn's others (sync, eventlet…) would hold one
@@ -126,6 +129,23 @@ def _checked(kwargs: dict[str, Any]) -> list[SettingsError]:
     if isinstance(capacity, int) and isinstance(reserve, int) and reserve != -1 and not 0 <= reserve < capacity:
         message = f"must be -1 (a tenth), or from 0 to {capacity_key} - 1 ({capacity - 1}), not {reserve}"
         errors.append(SettingsError(message, key="websocket_reserve"))
+    if kwargs.get("limits_fail", "open") not in ("open", "closed"):
+        errors.append(SettingsError(f"must be open or closed, not {kwargs['limits_fail']!r}", key="limits_fail"))
+    store = kwargs.get("limits_store", "")
+    if store and not store.startswith(("redis://", "rediss://", "unix://")):
+        errors.append(SettingsError(f"must be empty or redis://HOST:PORT/DB, not {store!r}", key="limits_store"))
+    tables = kwargs.get("limits", {})
+    for name, table in tables.items() if isinstance(tables, dict) else []:
+        if name != "default":
+            message = "only [limits.default]: a key's own go in [keys.NAME.limits]"
+            errors.append(SettingsError(message, key=f"limits.{name}"))
+            continue
+        errors.extend(SettingsError(why, key=where) for where, why in parse_policy(table, "limits.default")[1])
+    keys = kwargs.get("keys", {})
+    for name, entry in keys.items() if isinstance(keys, dict) else []:
+        if isinstance(entry, dict) and "limits" in entry:
+            found = parse_policy(entry["limits"], f"keys.{name}.limits")[1]
+            errors.extend(SettingsError(why, key=where) for where, why in found)
     hosts = kwargs.get("mcp_hosts", [])
     for entry in hosts if isinstance(hosts, list) else []:
         if not _host_entry(entry):
@@ -339,6 +359,22 @@ class Settings:
     usage_retention: str = _setting(
         "400d", "how long the `usage` table's rows (one per charged call) are kept (`gateway purge`); empty: forever"
     )
+    limits: dict = _setting(
+        {},
+        "`[limits.default]`: the limits of every caller without limits of its own (callers' own provider keys, "
+        "gateway keys without `[keys.NAME.limits]`): `requests_per_minute`, `tokens_per_minute`, `usd_per_day`, "
+        "`usd_per_month`, `models`",
+    )
+    limits_store: str = _setting(
+        "",
+        "where the minute windows of the limits are counted across hosts: `redis://HOST:PORT/DB`; empty: the "
+        "gateway's store",
+    )
+    limits_fail: str = _setting(
+        "open",
+        "when the limits' counter cannot be reached: `open` lets requests through (logged once, counted, in "
+        "`/readyz`), `closed` refuses them (503 `limits_unavailable`)",
+    )
     prompt_files: list = _setting(
         [],
         "TOML or JSON files of prompt templates (`[[prompts]]` with `id`, `version`, `instructions`, `input`, "
@@ -469,6 +505,20 @@ def _mask(name: str, value: Any) -> Any:
 def runtime_path(name: str) -> str:
     """A per-user runtime file's path: in ``$XDG_RUNTIME_DIR`` where there is one, else the temp directory."""
     return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir(), name)
+
+
+def mark_reload(master_pid: int) -> None:
+    """The master is reloading (SIGHUP): said to its old workers, which it stops next (see ``reloading``)."""
+    with open(runtime_path(f"gateway-{master_pid}.reload"), "w") as marker:
+        marker.write(str(time.time()))
+
+
+def reloading(master_pid: int, within: float = 120.0) -> bool:
+    """Whether the master ``master_pid`` began a reload in the last ``within`` seconds."""
+    try:
+        return time.time() - os.path.getmtime(runtime_path(f"gateway-{master_pid}.reload")) < within
+    except OSError:
+        return False
 
 
 def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from typing import Any
 
-from .config import pin, pinned, runtime_path
+from .config import mark_reload, pin, pinned, runtime_path
 from .logs import gunicorn_logconfig, say
 from .startup import StartupError, check
 
@@ -70,6 +70,7 @@ def configure() -> dict[str, Any]:
         "worker_exit": worker_exit,
         "on_exit": on_exit,
         "when_ready": when_ready,
+        "on_reload": reloaded,
     }
     _consumer_count = settings.background_consumers
     _consumer_grace = float(settings.graceful_timeout)
@@ -106,6 +107,26 @@ def reconfigure(server: Any) -> None:
     the gateway's settings are checked and pinned for the new workers, or refused in one line.
     """
     configure()
+    reloaded(server)
+
+
+def reloaded(server: Any) -> None:
+    """A reload (SIGHUP), its settings read: the old workers, stopped next, close their WebSockets with 1012
+    (service restart) rather than 1001; the background consumers are replaced by ones with the new settings,
+    the old ones finishing their running responses within ``graceful_timeout``.
+    """
+    global _consumers
+    mark_reload(os.getpid())
+    if _consumers is not None:
+        _consumers.count = _consumer_count
+        _consumers.replace(_consumer_grace)
+        server.log.info("Replaced the background consumers: %s", _consumers.pids())
+    elif _consumer_count > 0:
+        from .background.supervisor import Supervisor
+
+        _consumers = Supervisor(_consumer_count)
+        _consumers.start()
+        server.log.info("Started %d background consumer(s): %s", _consumer_count, _consumers.pids())
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -13,9 +13,11 @@ from .compaction import Sealer
 from .config import Settings
 from .extensions.background import BackgroundSubmission
 from .extensions.compaction import AutoCompaction, CompactionTrigger
+from .extensions.limits import KeyLimits
 from .extensions.mcp import McpTools
 from .extensions.truncation import Truncation
 from .extensions.warmup import WarmUp
+from .limits import Limits, from_settings
 from .observe import Observer
 from .prompts import PromptLibrary, load_files
 from .providers import Catalogue
@@ -39,6 +41,7 @@ class Services:
     sealer: Sealer  # seals and opens the gateway's compaction items
     background: Background  # the task queue of background runs, and the streams that follow them
     prompts: PromptLibrary  # prompt templates: the prompt files' and the store's
+    limits: Limits  # every key's limits and their counters (limits.py)
     spend: Spend  # the cost of each call to a provider, and its usage row
     # The pipeline's extensions, in the order it calls them (see extensions/__init__.py), and their hooks,
     # found once here rather than looked up on every request.
@@ -67,7 +70,12 @@ def init_app(app: Flask, settings: Settings) -> Services:
     catalogue = Catalogue(settings.providers, hosted_tools=settings.hosted_tools)
     # Truncation after compaction: compaction summarises first, and it leaves out only what the provider is
     # then sent. McpTools is the one ``around``: its loop calls the stage the others plug into.
+    limits = from_settings(settings, store)
+    # KeyLimits first: a request over its limits is refused before it is queued, compacted or run; as the
+    # outermost ``around``, its reply carries the key's x-ratelimit headers whatever ran inside.
     extensions = (
+        # Only where limits are configured: a gateway without any pays nothing for them.
+        *((KeyLimits(limits),) if limits.active else ()),
         BackgroundSubmission(),
         CompactionTrigger(),
         AutoCompaction(),
@@ -101,12 +109,14 @@ def init_app(app: Flask, settings: Settings) -> Services:
         sealer=Sealer(lambda: store.secret("compaction_key")),
         background=Background(settings, store),
         # Read once here: a changed file is read again by the workers a reload (SIGHUP) starts.
+        limits=limits,
         prompts=PromptLibrary(load_files(settings.prompt_files), store.prompts),
         spend=Spend(prices, store.usage, observer),
         extensions=extensions,
         befores=tuple(e.before for e in extensions if hasattr(e, "before")),
         plans=tuple(e.plan for e in extensions if hasattr(e, "plan")),
-        arounds=tuple(e.around for e in extensions if hasattr(e, "around")),
+        # (wants, around): an extension wraps the attempt stage only of the creates it wants.
+        arounds=tuple((e.wants, e.around) for e in extensions if hasattr(e, "around")),
     )
     app.extensions[EXTENSION] = svc
     return svc

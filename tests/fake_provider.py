@@ -139,6 +139,7 @@ class FakeProvider:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.knobs: dict[str, Any] = {}
+        self.models: list[str] = []  # what GET /models lists
         self.responses: dict[str, dict] = {}
         self.input_items: dict[str, list[dict]] = {}
         self.requests: list[dict] = []
@@ -172,6 +173,7 @@ class FakeProvider:
             self.disconnects = 0
             self.failures = 0
             self.disconnected.clear()
+            self.models = []
 
     # ----------------------------------------------------------------- the model
     def build_response(self, body: dict) -> tuple[dict, list[dict]]:
@@ -663,7 +665,8 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
         if segments == ["models"]:
-            return self._send_json(200, {"object": "list", "data": []})
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.fake.models]
+            return self._send_json(200, {"object": "list", "data": data})
         self._error(404, "Unknown path")
 
     def do_DELETE(self) -> None:

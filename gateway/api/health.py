@@ -30,9 +30,10 @@ def readyz() -> tuple[dict, int]:
     svc = current_services()
     ok, why = svc.store.ready()
     queue = svc.background.health.state()
-    if ok:
-        return {"status": "ready", "queue": queue}, 200
-    return {"status": "unavailable", "reason": why, "queue": queue}, 503
+    body = {"status": "ready", "queue": queue} if ok else {"status": "unavailable", "reason": why, "queue": queue}
+    if svc.limits.active:  # the limits' counter, likewise: with limits_fail = "open" a Redis that is down is let be
+        body["limits"] = svc.limits.state()
+    return body, 200 if ok else 503
 
 
 @bp.get("/metrics")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import signal
 import socket
 import threading
@@ -28,6 +29,7 @@ from flask import Response, g, request
 from .. import pipeline, sse
 from ..auth import Caller
 from ..call import Call
+from ..config import reloading
 from ..errors import INTERNAL_ERROR, GatewayError, InvalidRequest, note_error
 from ..memory import ConnectionMemory
 from ..observe import Trace
@@ -54,6 +56,7 @@ _UNSUPPORTED = {
 # RFC 6455 close codes.
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
+SERVICE_RESTART = 1012  # a reload (SIGHUP): the gateway comes back at once, with new settings
 POLICY_VIOLATION = 1008
 # Frames beyond max_body_bytes are answered with an error event, as long as they fit in this many times it;
 # a larger one closes the socket (1009, message too big): the whole frame is held in memory to be read.
@@ -284,7 +287,7 @@ class Connection:
                         self._busy = False
                         draining = self._draining
                 if draining:
-                    self._close(GOING_AWAY, "the server is shutting down")
+                    self._close(*_shutdown.closing())
         except simple_websocket.ConnectionClosed:
             pass
         finally:
@@ -300,7 +303,7 @@ class Connection:
             self._draining = True
             if self._busy or self._closed:
                 return
-        self._close(GOING_AWAY, "the server is shutting down")
+        self._close(*_shutdown.closing())
 
     def _close(self, code: int, reason: str) -> None:
         with self._lock:
@@ -510,6 +513,7 @@ class _Shutdown:
     def __init__(self) -> None:
         self.open: weakref.WeakSet[Connection] = weakref.WeakSet()
         self.draining = False
+        self.restart: bool | None = None  # the SIGTERM is a reload's (see closing)
         self._installed = False
 
     def install(self) -> None:
@@ -533,8 +537,19 @@ class _Shutdown:
 
     def _drain(self, begun: threading.Event) -> None:
         begun.wait()
+        self.closing()  # decided now, from the SIGTERM's moment, for every socket closed later
         for connection in list(self.open):
             connection.drain()
+
+    def closing(self) -> tuple[int, str]:
+        """1012 when the SIGTERM came from a reload (SIGHUP: the master marks it just before it stops the old
+        workers), else 1001: clients reconnect either way, and know from 1012 that the gateway is back at once.
+        """
+        if self.restart is None:
+            self.restart = reloading(os.getppid(), within=15.0)
+        if self.restart:
+            return SERVICE_RESTART, "the server is reloading its settings"
+        return GOING_AWAY, "the server is shutting down"
 
 
 _shutdown = _Shutdown()

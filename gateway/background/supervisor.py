@@ -39,13 +39,13 @@ class Supervisor:
         return subprocess.Popen(worker_command("--parent", str(os.getpid())))
 
     def _watch(self) -> None:
-        started = [time.monotonic()] * self.count
+        started = {i: time.monotonic() for i in range(self.count)}  # by slot: when its consumer last started
         while not self._stopping.wait(1.0):
             for i, proc in enumerate(self._procs):
                 # gunicorn's master reaps every child it sees exit; poll() then finds it gone all the same.
                 if proc is None or proc.poll() is None or self._stopping.is_set():
                     continue
-                quick = time.monotonic() - started[i] < 5
+                quick = time.monotonic() - started.get(i, 0.0) < 5
                 log.warning(
                     "background consumer %s exited (status %s); starting another%s",
                     proc.pid,
@@ -57,19 +57,30 @@ class Supervisor:
                 self._procs[i] = self._spawn()
                 started[i] = time.monotonic()
 
+    def replace(self, timeout: float) -> None:
+        """New consumers now (a reload's settings), and SIGTERM to the old ones: they finish their running
+        responses within ``timeout`` (then SIGKILL), in a thread, so the master goes on meanwhile.
+        """
+        old = [p for p in self._procs if p is not None and p.poll() is None]
+        self._procs = [self._spawn() for _ in range(self.count)]  # the watch restarts these from now on
+        threading.Thread(target=_stop, args=(old, timeout), name="background-replaced", daemon=True).start()
+
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs if p is not None]
 
     def stop(self, timeout: float) -> None:
         """SIGTERM to every consumer (running responses get ``timeout`` to finish), then SIGKILL."""
         self._stopping.set()
-        procs = [p for p in self._procs if p is not None and p.poll() is None]
-        for proc in procs:
-            proc.terminate()
-        deadline = time.monotonic() + timeout + 5
-        for proc in procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop([p for p in self._procs if p is not None and p.poll() is None], timeout)
+
+
+def _stop(procs: list[subprocess.Popen], timeout: float) -> None:
+    for proc in procs:
+        proc.terminate()
+    deadline = time.monotonic() + timeout + 5
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

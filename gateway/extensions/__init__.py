@@ -8,7 +8,8 @@ lists the extensions, and skips the ones an extension does not have:
 - ``plan(ctx, turn, plan, finish) -> Reply | None``: per target, once the pipeline planned what it is sent.
   May change the plan, or answer for the target (``finish`` keeps a response it makes, as the adapter's
   would be kept).
-- ``around(ctx, turn, targets, run, record) -> (Reply, Target)``: wraps the attempt stage. ``run(turn)`` is
+- ``wants(ctx, turn) -> bool`` and ``around(ctx, turn, targets, run, record) -> (Reply, Target)``: ``around``
+  wraps the attempt stage of the creates ``wants`` says (asked first, and cheaply: every create asks). ``run(turn)`` is
   the stage (every target, with retries and fallback) for a turn, which the extension may change or call
   several times (a tool loop); ``record(target)`` is the finish of a response the extension makes itself.
   The first listed is the outermost.

@@ -57,6 +57,10 @@ class McpTools:
         )
         self.max_calls = settings.mcp_max_calls
 
+    def wants(self, ctx: Context, turn: Turn) -> bool:
+        tools = turn.body.get("tools")
+        return bool(tools) and any(isinstance(t, dict) and t.get("type") == "mcp" for t in tools)
+
     def around(
         self,
         ctx: Context,
@@ -65,9 +69,6 @@ class McpTools:
         run: Callable[[Turn], tuple[Reply, Target]],
         record: Callable[[Target], Callable[[dict], None]],
     ) -> tuple[Reply, Target]:
-        tools = turn.body.get("tools")
-        if not tools or not any(isinstance(t, dict) and t.get("type") == "mcp" for t in tools):
-            return run(turn)
         if all(t.provider.native and t.provider.runs_mcp for t in targets):
             return run(turn)  # the providers run MCP themselves
         if turn.prev_id and turn.prev is None:

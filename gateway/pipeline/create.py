@@ -68,6 +68,10 @@ def create(svc: Services, call: Call) -> tuple[Reply, Target]:
         if (early := before(ctx, turn, targets)) is not None:
             return early, targets[0]
 
+    arounds = [around for wants, around in svc.arounds if wants(ctx, turn)]
+    if foreign is None and not arounds:  # a plain request: the attempt stage, and nothing around it
+        return attempt(svc, targets, lambda target: _create_on(ctx, turn, target), trace)
+
     def on(inner: Turn, target: Target) -> Reply:
         if foreign is not None:  # tried on each target: a fallback may reach one that keeps prompts
             prompts.check_target(foreign, target.provider)
@@ -76,7 +80,7 @@ def create(svc: Services, call: Call) -> tuple[Reply, Target]:
     def run(inner: Turn) -> tuple[Reply, Target]:
         return attempt(svc, targets, functools.partial(on, inner), trace)
 
-    for around in reversed(svc.arounds):  # the first listed is the outermost
+    for around in reversed(arounds):  # the first listed is the outermost
         run = functools.partial(around, ctx, targets=targets, run=run, record=functools.partial(_record, ctx, turn))
     return run(turn)
 

@@ -135,9 +135,19 @@ def models(
     """GET /v1/models, or /v1/models/{model_id}: the provider's answer, with the routing's retries and fallbacks."""
     from .. import models as provider_models
 
+    policy = svc.limits.policy_for(caller) if svc.limits.active else None
+    if policy is not None and policy.models is not None and model_id is not None and not policy.allows_model(model_id):
+        raise NotFound(f"The model '{model_id}' does not exist or you do not have access to it.", param="model")
+
     def call(target: Target) -> Reply:
         if model_id is None:
             return provider_models.list_models(svc.upstream, target, headers)
         return provider_models.retrieve_model(svc.upstream, target, model_id, headers)
 
-    return attempt(svc, svc.router.targets(headers, caller), call, trace)
+    reply, target = attempt(svc, svc.router.targets(headers, caller), call, trace)
+    if policy is not None and policy.models is not None and model_id is None and isinstance(reply.data, dict):
+        # A key limited to some models lists only those.
+        data = [m for m in reply.data.get("data") or [] if isinstance(m, dict) and policy.allows_model(m.get("id"))]
+        reply.data = {**reply.data, "data": data}
+        reply.body = orjson.dumps(reply.data)
+    return reply, target

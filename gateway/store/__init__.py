@@ -22,6 +22,7 @@ from .background import ACTIVE, BackgroundStore, delete_runs
 from .conversations import ConversationStore, StoredConversation, append_in, resendable
 from .engine import Database, Observe, make_engine
 from .group import GroupCommit
+from .limits import LimitStore
 from .prompts import PromptStore, StoredPrompt
 from .tables import INPUT, OUTPUT, items, page, responses, runs
 from .usage import UsageStore
@@ -123,6 +124,7 @@ class Store(Database):
         self.conversations = ConversationStore(self)
         self.background = BackgroundStore(self)
         self.prompts = PromptStore(self)
+        self.limits = LimitStore(self)
         # ``usage_lost(n)``: n usage rows could not be kept (the metrics hook).
         self.usage = UsageStore(self, lost=usage_lost)
         # Under gevent, records made in one turn of the worker's event loop share a transaction (group.py).

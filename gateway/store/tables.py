@@ -187,3 +187,14 @@ def page(conn: sa.Connection, table: sa.Table, where: list, *, after: str | None
         sa.select(table.c.body).where(*where).order_by(position.desc() if desc else position.asc()).limit(limit + 1)
     )
     return [orjson.loads(row.body) for row in rows]
+
+
+# Minute-window counts of the keys' limits, where no Redis is configured (limits.py): one row per key and
+# window, its count; rows past ``expires`` are removed as new ones are added.
+limits = Table(
+    "gw_limits",
+    metadata,
+    Column("name", String(300), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("expires", Float, nullable=False),
+)
