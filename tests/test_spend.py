@@ -601,3 +601,27 @@ def test_cost_in_the_header_the_log_the_metrics_and_background_runs_with_the_ope
         assert _metric(metrics, "gateway_key_cost_usd_total", key="team-a") >= 0.00048
     finally:
         server.stop()
+
+
+def test_a_budget_spent_by_a_stream_refuses_the_next_request(fake, tmp_path):
+    # The limits read what a key spent from the usage table: a stream that crosses the budget ends, the next
+    # request is refused (each worker reads a key's spend at most once a second).
+    fake.knobs["usage"] = USAGE
+    settings = _settings(fake, f"sqlite:///{tmp_path / 's.sqlite3'}")
+    settings["keys"]["team-a"]["limits"] = {"usd_per_day": 0.0003}
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        headers = {"Authorization": f"Bearer {GW_KEY}", "x-portkey-provider": "openai"}
+        for stream in (False, True):
+            reply = client.post(
+                "/v1/responses", json={"model": "gpt-4o-mini", "input": "hi", "stream": stream}, headers=headers
+            )
+            assert reply.status_code == 200 and b"response.failed" not in reply.get_data()
+            app.extensions["gateway"].store.usage.flush()
+            time.sleep(1.05)
+        assert app.extensions["gateway"].store.usage.spent("team-a", period_start("day")) == 2 * MINI_COST
+        refused = client.post("/v1/responses", json={"model": "gpt-4o-mini", "input": "hi"}, headers=headers)
+        assert refused.status_code == 429 and refused.json["error"]["code"] == "insufficient_quota"
+    finally:
+        close_app(app)
