@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from .auth import Caller
@@ -37,6 +37,8 @@ MILLION = Decimal(1_000_000)
 # Lookups kept per (provider, model, service tier): model names come from callers and providers, so the cache
 # is emptied when it grows past this, rather than growing without end.
 _CACHE_MAX = 4096
+_NANO = Decimal(1_000_000_000)
+
 # Prices that change with the time (a day's off-peak hours, a date a new price starts) are looked up again
 # after this many seconds.
 _RECHECK = 60.0
@@ -72,13 +74,27 @@ class Price:
     reasoning: Decimal | Tiered
     source: str  # "settings", "genai-prices", or "free" (a provider that takes no key)
 
+    # The five rates in billionths of a dollar per million tokens, when none depends on the input's size and
+    # each is a whole number of those: a call's cost is then five integer products and one division.
+    flat: tuple[int, ...] | None = dataclasses.field(init=False, default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        rates = (self.input, self.cached_input, self.cache_write, self.output, self.reasoning)
+        if all(type(r) is Decimal for r in rates):
+            scaled = [r * _NANO for r in rates]  # type: ignore[operator]
+            if all(v == v.to_integral_value() for v in scaled):
+                object.__setattr__(self, "flat", tuple(int(v) for v in scaled))
+
 
 FREE = Price(ZERO, ZERO, ZERO, ZERO, ZERO, "free")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Tokens:
-    """The token counts of one call; ``input`` includes ``cached`` and ``cache_write``, ``output`` ``reasoning``."""
+class Tokens(NamedTuple):
+    """The token counts of one call; ``input`` includes ``cached`` and ``cache_write``, ``output`` ``reasoning``.
+
+    A named tuple, not a frozen dataclass: one is made for every response, and a frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__``.
+    """
 
     input: int = 0
     cached: int = 0
@@ -114,6 +130,16 @@ def tokens_of(usage: Any) -> Tokens:
 def cost_of(price: Price, tokens: Tokens) -> Decimal:
     """USD for ``tokens`` at ``price``: each part of the input and of the output at its own rate."""
     n = tokens.input
+    flat = price.flat
+    if flat is not None:
+        nanos = (
+            max(n - tokens.cached - tokens.cache_write, 0) * flat[0]
+            + tokens.cached * flat[1]
+            + tokens.cache_write * flat[2]
+            + max(tokens.output - tokens.reasoning, 0) * flat[3]
+            + tokens.reasoning * flat[4]
+        )
+        return Decimal(nanos).scaleb(-15)  # exact: the same figure as the Decimal sum below
 
     def rate(value: Decimal | Tiered) -> Decimal:
         return value if type(value) is Decimal else value.at(n)  # type: ignore[union-attr]

@@ -36,7 +36,15 @@ log = logging.getLogger("gateway")
 FLUSH_INTERVAL = 0.5  # seconds between the writer's turns: the rows of a turn share one transaction
 MAX_PENDING = 10_000  # rows a process keeps while the store cannot take them; more are lost (and counted)
 _BATCH = 1000  # rows per INSERT: well under SQLite's and PostgreSQL's limits on bound parameters
-_INSERT = usage.insert()
+_COLUMNS = tuple(c.name for c in usage.columns if c.name != "id")
+_INSERT_QMARK = f"INSERT INTO gw_usage ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+_INSERT_FORMAT = f"INSERT INTO gw_usage ({', '.join(_COLUMNS)}) VALUES ({', '.join('%s' for _ in _COLUMNS)})"
+
+
+def _text(value: Any) -> Any:
+    return str(value) if type(value) is Decimal else value
+
+
 # Failures a retry cannot cure: the rows themselves are refused (too long, a constraint), or the table is not
 # what this code expects. Such a batch is lost at once, not kept to fail again.
 _REFUSED = (DataError, IntegrityError, ProgrammingError)
@@ -146,7 +154,12 @@ class UsageStore:
 
         def insert() -> None:
             with store.engine.begin() as conn:
-                conn.execute(_INSERT, batch)
+                # The driver's own executemany: SQLAlchemy's per-row work tripled the cost of a row.
+                if conn.dialect.name == "sqlite":  # sqlite3 binds no Decimal: the NUMERIC column takes its text
+                    rows = [tuple(_text(row[c]) for c in _COLUMNS) for row in batch]
+                    conn.exec_driver_sql(_INSERT_QMARK, rows)
+                else:
+                    conn.exec_driver_sql(_INSERT_FORMAT, [tuple(row[c] for c in _COLUMNS) for row in batch])
 
         try:
             if retry:
