@@ -137,10 +137,12 @@ class Limits:
         fail: str = "open",
         spent: Callable[[str, float], float | None] | None = None,
         count_tokens: Callable[[dict], int] | None = None,
+        unavailable: Callable[[], None] | None = None,
     ):
         self.keys, self.default, self.counter, self.fail = dict(keys), default, counter, fail
         self._spent = spent
         self._count_tokens = count_tokens
+        self._counted = unavailable  # counts each check made without the counter
         self._down_since: float | None = None
         self._retry_at = 0.0
         self._lock = threading.Lock()
@@ -301,6 +303,8 @@ class Limits:
         return count
 
     def _unreachable(self, exc: BaseException | None) -> None:
+        if self._counted is not None:
+            self._counted()
         with self._lock:
             if self._down_since is None and exc is not None:
                 self._down_since = time.time()
@@ -335,7 +339,7 @@ def _refused(message: str, reset: float, held: Held) -> GatewayError:
     return err
 
 
-def from_settings(settings: Any, store: Any) -> Limits:
+def from_settings(settings: Any, store: Any, unavailable: Callable[[], None] | None = None) -> Limits:
     """The gateway's limits: every key's, the default, the counter ``limits_store`` names (else the store)."""
     keys = {}
     for name, entry in (settings.keys or {}).items():
@@ -355,6 +359,7 @@ def from_settings(settings: Any, store: Any) -> Limits:
         fail=settings.limits_fail,
         spent=getattr(usage, "spent", None),
         count_tokens=input_tokens,
+        unavailable=unavailable,
     )
 
 

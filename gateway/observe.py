@@ -173,6 +173,11 @@ class Observer:
             "Usage rows that could not be written (the store down for longer than the rows could wait)",
             registry=r,
         )
+        self.limits_down = Counter(
+            "gateway_limits_unavailable_total",
+            "Limit checks made without the limits' counter (limits_fail: open lets them through, closed refuses)",
+            registry=r,
+        )
         self.store_latency = seconds("gateway_store_seconds", "Time a store operation took", ("operation",))
         self.store_errors = Counter(
             "gateway_store_errors_total",
@@ -206,6 +211,10 @@ class Observer:
         self._child(self.cost, provider, label).inc(amount)
         if key is not None:
             self._child(self.key_cost, key).inc(amount)
+
+    def limits_unavailable(self) -> None:
+        """The limits' hook: a check made while their counter could not be reached."""
+        self.limits_down.inc()
 
     def rows_lost(self, count: int) -> None:
         """The usage store's hook: rows it could not keep."""

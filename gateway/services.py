@@ -70,7 +70,7 @@ def init_app(app: Flask, settings: Settings) -> Services:
     catalogue = Catalogue(settings.providers, hosted_tools=settings.hosted_tools)
     # Truncation after compaction: compaction summarises first, and it leaves out only what the provider is
     # then sent. McpTools is the one ``around``: its loop calls the stage the others plug into.
-    limits = from_settings(settings, store)
+    limits = from_settings(settings, store, observer.limits_unavailable)
     # KeyLimits first: a request over its limits is refused before it is queued, compacted or run; as the
     # outermost ``around``, its reply carries the key's x-ratelimit headers whatever ran inside.
     extensions = (

@@ -204,6 +204,7 @@ def test_redis_killed_mid_load(gateway_env, fail, private_redis):
         stop.set()
         loader.join(timeout=30)
         after = requests.get(server.url + "/readyz", timeout=5).json()["limits"]
+        metrics = requests.get(server.url + "/metrics", timeout=5).text
     finally:
         stop.set()
         out = server.stop()
@@ -219,6 +220,8 @@ def test_redis_killed_mid_load(gateway_env, fail, private_redis):
         status == 200 for at, status, _ in statuses if at > back + 1
     )
     assert after["status"] == "ok"
+    counted = [line for line in metrics.splitlines() if line.startswith("gateway_limits_unavailable_total")]
+    assert counted and float(counted[0].split()[-1]) >= len(down), counted
     assert out.count("limits store unreachable") == 1, out[-2000:]  # once per outage
     assert "Traceback" not in out
 
