@@ -591,3 +591,19 @@ def test_a_conversation_reuses_its_listing_and_holds_the_calls(mcp_gateway, mcp_
     items = client.conversations.items.list(conversation.id, order="asc").data
     turns = [["message", "mcp_list_tools", "mcp_call", "message"], ["message", "mcp_call", "message"]]
     assert [i.type for i in items] == turns[0] + turns[1]
+
+
+@pytest.mark.node
+@pytest.mark.parametrize("ai", ["ai6", "ai7"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_ai_sdk_approves_an_mcp_call_over_three_turns(mcp_gateway, mcp_server, provider, ai, monkeypatch):
+    from tests.test_real_clients import _node
+
+    monkeypatch.setenv("MCP_URL", mcp_server.url)
+    result = _node(mcp_gateway.url, provider, "mcp-approve", ai)
+    assert result["asked"] == 1
+    assert result["first"]["text"] == ""  # the response ended with the approval request
+    assert result["second"]["text"] == "Answer to 'add please': 6"
+    assert result["second"]["steps"][0]["toolResults"][0]["output"] == "6"
+    # A new question: the call needs approval again.
+    assert result["third"]["text"] == "" and result["third"]["steps"][0]["toolCalls"][0]["name"] == "mcp.add"

@@ -48,12 +48,12 @@ const tools = {
     execute: async ({ city }) => `noon in ${city}`,
   }),
 };
-const mcpTools = () => ({
+const mcpTools = (requireApproval = "never") => ({
   tests: openai.tools.mcp({
     serverLabel: "tests",
     serverUrl: process.env.MCP_URL,
     allowedTools: ["add"],
-    requireApproval: "never",
+    requireApproval,
   }),
 });
 const common = { model, tools, stopWhen: stepCountIs(6), maxRetries: 0 };
@@ -100,6 +100,26 @@ const scenarios = {
   // A remote MCP server the gateway runs (its URL in MCP_URL): one call, then the answer, in one step.
   mcp: async () => summary(await generateText({ ...common, tools: mcpTools(), prompt: "add" })),
   "mcp-stream": async () => streamed({ tools: mcpTools(), prompt: "add" }),
+  // Approval over three turns: the call is asked for, approved, run; then a new question asks again.
+  "mcp-approve": async () => {
+    const tools = mcpTools("always");
+    const messages = [{ role: "user", content: "add please" }];
+    const first = await generateText({ ...common, tools, messages });
+    const asked = first.content.filter((p) => p.type === "tool-approval-request");
+    messages.push(...first.response.messages, {
+      role: "tool",
+      content: asked.map((a) => ({
+        type: "tool-approval-response",
+        approvalId: a.approvalId,
+        approved: true,
+        providerExecuted: true, // an MCP call: the platform (here the gateway) runs it
+      })),
+    });
+    const second = await generateText({ ...common, tools, messages });
+    messages.push(...second.response.messages, { role: "user", content: "and again" });
+    const third = await generateText({ ...common, tools, messages });
+    return { asked: asked.length, first: summary(first), second: summary(second), third: summary(third) };
+  },
   "multiturn-stream": async () => {
     const messages = [{ role: "user", content: "What is the weather?" }];
     const first = streamText({ ...common, messages, onError: () => {} });
