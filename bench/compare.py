@@ -314,7 +314,7 @@ def wrk(url: str, headers: dict, body: dict, concurrency: int, seconds: int) -> 
             text=True,
             timeout=seconds + 30,
         ).stdout
-    pct = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+(\S+)$", out, re.M))
+    pct = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+(\S+)\s*$", out, re.M))  # wrk pads "1.54s "
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {

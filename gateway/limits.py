@@ -18,6 +18,9 @@ import datetime
 import fnmatch
 import logging
 import math
+import os
+import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -105,6 +108,68 @@ class StoreCounter:
             return self._store.limits.add(key, amount, time.time() + expiry)
         except StoreUnavailable as exc:
             raise Unavailable("the store") from exc
+
+
+class SqliteCounter:
+    """Fixed-window counts where the store is a SQLite file: in a SQLite file of their own beside it (SQLite
+    is one host's, so its workers are all that share it). Not in the store's file: a worker waiting there
+    for a response's or a usage batch's write lock would wait inside SQLite's C code, where gevent cannot
+    run another greenlet. The counts need no durability (a minute's worth): no fsync, one connection per
+    process, each add one statement.
+    """
+
+    def __init__(self, path: str):
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def add(self, key: str, amount: int, expiry: int) -> int:
+        try:
+            with self._lock:
+                conn = self._conn or self._open()
+                count = conn.execute(_SQLITE_ADD, (key, amount, time.time() + expiry)).fetchone()[0]
+                if random.randrange(500) == 0:  # now and then, the windows that have ended
+                    conn.execute("DELETE FROM gw_limits WHERE expires < ?", (time.time(),))
+                return int(count)
+        except sqlite3.Error as exc:
+            self._conn = None
+            raise Unavailable(str(exc)) from exc
+
+    def _open(self) -> sqlite3.Connection:
+        fd = os.open(self._path, os.O_CREAT | os.O_RDWR, 0o600)  # owner-only, as the store's file is
+        os.close(fd)
+        conn = sqlite3.connect(self._path, timeout=0.5, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS gw_limits "
+            "(name TEXT PRIMARY KEY, count INTEGER NOT NULL, expires REAL NOT NULL)"
+        )
+        self._conn = conn
+        return conn
+
+
+_SQLITE_ADD = (
+    "INSERT INTO gw_limits (name, count, expires) VALUES (?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET count = count + excluded.count RETURNING count"
+)
+
+
+class MemoryCounter:
+    """Fixed-window counts in this process: where the store itself is in memory (one process, no sharing)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, key: str, amount: int, expiry: int) -> int:
+        now = time.time()
+        with self._lock:
+            count = self._counts.get(key, (0, 0.0))[0] + amount
+            self._counts[key] = (count, now + expiry)
+            if len(self._counts) > 10000:
+                self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+            return count
 
 
 @dataclasses.dataclass
@@ -350,7 +415,9 @@ def from_settings(settings: Any, store: Any, unavailable: Callable[[], None] | N
     default = None
     if "default" in (settings.limits or {}):
         default, _ = parse_policy(settings.limits["default"], "limits.default")
-    counter = RedisCounter(settings.limits_store, 0.5) if settings.limits_store else StoreCounter(store)
+    counter = _counter(settings)
+    if counter is None:
+        counter = StoreCounter(store)
     usage = getattr(store, "usage", None)
     return Limits(
         keys,
@@ -361,6 +428,20 @@ def from_settings(settings: Any, store: Any, unavailable: Callable[[], None] | N
         count_tokens=input_tokens,
         unavailable=unavailable,
     )
+
+
+def _counter(settings: Any) -> Any:
+    """Redis where ``limits_store`` names it; beside a SQLite store, a SQLite file of the counts' own; in
+    memory beside an in-memory store; else None (the store's ``gw_limits``: PostgreSQL).
+    """
+    if settings.limits_store:
+        return RedisCounter(settings.limits_store, 0.5)
+    url = settings.store_url
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        return MemoryCounter()
+    if url.startswith("sqlite:///") and "?" not in url:
+        return SqliteCounter(url[len("sqlite:///") :] + "-limits")
+    return None
 
 
 def input_tokens(body: dict) -> int:

@@ -139,9 +139,11 @@ def _wait_for_a_fresh_minute() -> None:
         time.sleep(61 - time.time() % 60)
 
 
-@pytest.mark.parametrize("counter", ["redis", "store"])
-def test_two_gateways_share_one_limit_exactly(gateway_env, redis_url, pg_schema, counter, fake, make_sdk):
-    store = {"GATEWAY_STORE_URL": pg_schema}
+@pytest.mark.parametrize("counter", ["redis", "store", "sqlite"])
+def test_two_gateways_share_one_limit_exactly(gateway_env, redis_url, pg_schema, counter, fake, make_sdk, tmp_path):
+    # redis: limits_store; store: the PostgreSQL store's gw_limits; sqlite: two instances on one host sharing a
+    # SQLite store, counting in the file beside it.
+    store = {"GATEWAY_STORE_URL": pg_schema if counter != "sqlite" else f"sqlite:///{tmp_path / 'shared.sqlite3'}"}
     if counter == "redis":
         store["GATEWAY_LIMITS_STORE"] = redis_url.rstrip("/") + f"/{3 + uuid.uuid4().int % 10}"
     one = Gunicorn(_env(gateway_env, **store))
