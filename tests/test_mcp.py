@@ -116,14 +116,26 @@ def mcp_gateway(scripted, tmp_path_factory):
     server.stop()
 
 
+_CLIENTS: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()  # their pooled sockets now, not at garbage collection
+
+
 def _client(gateway, provider: str) -> openai.OpenAI:
-    return openai.OpenAI(
+    client = openai.OpenAI(
         base_url=gateway.url + "/v1",
         api_key=KEY,
         max_retries=0,
         default_headers={"x-portkey-provider": provider},
         _strict_response_validation=True,
     )
+    _CLIENTS.append(client)
+    return client
 
 
 def _mcp(server_url: str, **extra) -> dict:
