@@ -236,11 +236,16 @@ class Session:
         return headers
 
     def _post(self, payload: dict) -> requests.Response:
+        return self._send("POST", self._post_url, self._session_headers(), orjson.dumps(payload))
+
+    def _send(self, method: str, url: str, headers: dict[str, str], data: bytes | None = None) -> requests.Response:
+        """One request, its body left to stream; raises McpFailure for a failure, a redirect or an error status."""
         try:
-            resp = self._http.post(
-                self._post_url,
-                data=orjson.dumps(payload),
-                headers=self._session_headers(),
+            resp = self._http.request(
+                method,
+                url,
+                data=data,
+                headers=headers,
                 timeout=(min(5.0, self.limits.timeout), self.limits.timeout),
                 stream=True,
                 allow_redirects=False,
@@ -334,18 +339,7 @@ class Session:
 
     def _open_sse_within(self, deadline: float) -> None:
         self._window.update(deadline=deadline, size=0)
-        try:
-            resp = self._http.get(
-                self.url,
-                headers={**self._headers, "Accept": "text/event-stream"},
-                timeout=(min(5.0, self.limits.timeout), self.limits.timeout),
-                stream=True,
-                allow_redirects=False,
-            )
-        except McpFailure:
-            raise
-        except requests.RequestException as exc:
-            raise _failure(exc, self.limits.timeout) from None
+        resp = self._send("GET", self.url, {**self._headers, "Accept": "text/event-stream"})
         if resp.status_code != 200:
             resp.close()
             raise McpFailure(f"the MCP server answered HTTP {resp.status_code}", code=resp.status_code)

@@ -183,19 +183,21 @@ def scripted_gateway(scripted, tmp_path_factory):
     """The gateway under gunicorn before the scripted model, as an emulated provider (``scriptchat``) and as
     a native one (``scriptnative``): the real clients' tests run one scenario on both.
     """
-    store = tmp_path_factory.mktemp("scripted") / "gateway.sqlite3"
-    server = Gunicorn(
-        {
-            "GATEWAY_PROVIDERS__SCRIPTCHAT__BASE_URL": scripted.url,
-            "GATEWAY_PROVIDERS__SCRIPTCHAT__API": "chat",
-            "GATEWAY_PROVIDERS__SCRIPTNATIVE__BASE_URL": scripted.url,
-            "GATEWAY_PROVIDERS__SCRIPTNATIVE__API": "responses",
-            "GATEWAY_STORE_URL": f"sqlite:///{store}",
-            "GATEWAY_KEY_SALT": "test-salt",
-        }
-    )
+    server = Gunicorn(scripted_env(scripted, tmp_path_factory.mktemp("scripted") / "gateway.sqlite3"))
     yield server
     server.stop()
+
+
+def scripted_env(scripted, store) -> dict[str, str]:
+    """The settings of a gateway before the scripted model (both provider kinds), its store at ``store``."""
+    return {
+        "GATEWAY_PROVIDERS__SCRIPTCHAT__BASE_URL": scripted.url,
+        "GATEWAY_PROVIDERS__SCRIPTCHAT__API": "chat",
+        "GATEWAY_PROVIDERS__SCRIPTNATIVE__BASE_URL": scripted.url,
+        "GATEWAY_PROVIDERS__SCRIPTNATIVE__API": "responses",
+        "GATEWAY_STORE_URL": f"sqlite:///{store}",
+        "GATEWAY_KEY_SALT": "test-salt",
+    }
 
 
 def _server_url(variable: str, server_class: type):

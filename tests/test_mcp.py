@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from tests import strict_types
-from tests.conftest import KEY, ROOT, Gunicorn
+from tests.conftest import KEY, ROOT, Gunicorn, scripted_env
 from tests.services import free_port
 
 PROVIDERS = ["scriptchat", "scriptnative"]
@@ -98,15 +98,9 @@ def mcp_server():
 
 @pytest.fixture(scope="module")
 def mcp_gateway(scripted, tmp_path_factory):
-    store = tmp_path_factory.mktemp("mcp") / "gateway.sqlite3"
     server = Gunicorn(
         {
-            "GATEWAY_PROVIDERS__SCRIPTCHAT__BASE_URL": scripted.url,
-            "GATEWAY_PROVIDERS__SCRIPTCHAT__API": "chat",
-            "GATEWAY_PROVIDERS__SCRIPTNATIVE__BASE_URL": scripted.url,
-            "GATEWAY_PROVIDERS__SCRIPTNATIVE__API": "responses",
-            "GATEWAY_STORE_URL": f"sqlite:///{store}",
-            "GATEWAY_KEY_SALT": "test-salt",
+            **scripted_env(scripted, tmp_path_factory.mktemp("mcp") / "gateway.sqlite3"),
             "GATEWAY_MCP_HOSTS": "127.0.0.1",
             "GATEWAY_MCP_TIMEOUT": "3",
             "GATEWAY_MCP_MAX_RESULT_BYTES": "1000000",
