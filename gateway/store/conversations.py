@@ -10,8 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
@@ -22,7 +21,6 @@ from .tables import INPUT, OUTPUT, conversation_items, conversations, page
 if TYPE_CHECKING:
     from . import Store
 
-T = TypeVar("T")
 
 _GET = sa.select(conversations).where(
     conversations.c.id == sa.bindparam("id"), conversations.c.tenant == sa.bindparam("tenant")
@@ -44,6 +42,8 @@ _CONTEXT = (
     .where(conversation_items.c.conversation_id == sa.bindparam("cid"))
     .order_by(conversation_items.c.position)
 )
+
+
 @dataclasses.dataclass(frozen=True)
 class StoredConversation:
     id: str
@@ -115,20 +115,6 @@ class ConversationStore:
     def __init__(self, store: Store):
         self._store = store
 
-    def _read(self, op: str, fn: Callable[[sa.Connection], T]) -> T:
-        def run() -> T:
-            with self._store.engine.connect() as conn:
-                return fn(conn)
-
-        return self._store.read(op, run)
-
-    def _write(self, op: str, fn: Callable[[sa.Connection], T]) -> T:
-        def run() -> T:
-            with self._store.engine.begin() as conn:
-                return fn(conn)
-
-        return self._store.write(op, run)
-
     # ------------------------------------------------------------------ conversations
     def create(self, tenant: str, metadata: dict, items: list[dict]) -> StoredConversation:
         """A new conversation with its first items (each with an id), in one transaction."""
@@ -151,11 +137,11 @@ class ConversationStore:
             if items:
                 conn.execute(_INSERT_ITEMS, _rows(conv.id, 0, [(INPUT, item) for item in items], None))
 
-        self._write("conversation_create", write)
+        self._store.write_in("conversation_create", write)
         return conv
 
     def get(self, tenant: str, conversation_id: str) -> StoredConversation | None:
-        row = self._read(
+        row = self._store.read_in(
             "conversation_get", lambda conn: conn.execute(_GET, {"id": conversation_id, "tenant": tenant}).first()
         )
         return None if row is None else _conversation(row)
@@ -171,7 +157,7 @@ class ConversationStore:
             )
             return conn.execute(_GET, {"id": conversation_id, "tenant": tenant}).first()
 
-        row = self._write("conversation_update", write)
+        row = self._store.write_in("conversation_update", write)
         return None if row is None else _conversation(row)
 
     def delete(self, tenant: str, conversation_id: str) -> bool:
@@ -185,12 +171,12 @@ class ConversationStore:
                 conn.execute(conversation_items.delete().where(conversation_items.c.conversation_id == conversation_id))
             return bool(deleted)
 
-        return self._write("conversation_delete", write)
+        return self._store.write_in("conversation_delete", write)
 
     # ------------------------------------------------------------------ items
     def add_items(self, tenant: str, conversation_id: str, items: list[dict]) -> bool:
         """Append items (each with an id) as input items; False when the tenant has no such conversation."""
-        return self._write(
+        return self._store.write_in(
             "conversation_add_items", lambda conn: append_in(conn, tenant, conversation_id, [(INPUT, i) for i in items])
         )
 
@@ -222,7 +208,7 @@ class ConversationStore:
                 return True
             return append_in(conn, tenant, conversation_id, pairs, response_id)
 
-        return self._write("conversation_append", write)
+        return self._store.write_in("conversation_append", write)
 
     def context(self, tenant: str, conversation_id: str) -> list[dict] | None:
         """Every item of the conversation, oldest first, ready to send to a provider again (as
@@ -234,7 +220,7 @@ class ConversationStore:
                 return None
             return conn.execute(_CONTEXT, {"cid": conversation_id}).all()
 
-        rows = self._read("conversation_context", read)
+        rows = self._store.read_in("conversation_context", read)
         return None if rows is None else [resendable(row.kind, orjson.loads(row.body)) for row in rows]
 
     def list_items(
@@ -251,7 +237,7 @@ class ConversationStore:
             where = [conversation_items.c.conversation_id == conversation_id]
             return page(conn, conversation_items, where, after=after, order=order, limit=limit)
 
-        rows = self._read("conversation_items", read)
+        rows = self._store.read_in("conversation_items", read)
         return None if rows is None else (rows[:limit], len(rows) > limit)
 
     def get_item(self, tenant: str, conversation_id: str, item_id: str) -> tuple[bool, dict | None]:
@@ -268,7 +254,7 @@ class ConversationStore:
             ).first()
             return True, row
 
-        found, row = self._read("conversation_item", read)
+        found, row = self._store.read_in("conversation_item", read)
         return found, None if row is None else orjson.loads(row.body)
 
     def delete_item(self, tenant: str, conversation_id: str, item_id: str) -> tuple[StoredConversation | None, bool]:
@@ -285,7 +271,7 @@ class ConversationStore:
             ).rowcount
             return row, deleted
 
-        row, deleted = self._write("conversation_delete_item", write)
+        row, deleted = self._store.write_in("conversation_delete_item", write)
         return (None if row is None else _conversation(row)), bool(deleted)
 
     # ------------------------------------------------------------------ retention

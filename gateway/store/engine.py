@@ -216,6 +216,24 @@ class Database:
         """``fn()``, a write: retried with backoff for up to ``write_timeout``, then StoreUnavailable."""
         return self._call(op, fn, retry_for=self.write_timeout)
 
+    def read_in(self, op: str, fn: Callable[[sa.Connection], T]) -> T:
+        """``fn(connection)``, a read (see ``read``): the sub-stores' queries."""
+
+        def run() -> T:
+            with self.engine.connect() as conn:
+                return fn(conn)
+
+        return self.read(op, run)
+
+    def write_in(self, op: str, fn: Callable[[sa.Connection], T]) -> T:
+        """``fn(connection)`` in one transaction, a write (see ``write``): the sub-stores' changes."""
+
+        def run() -> T:
+            with self.engine.begin() as conn:
+                return fn(conn)
+
+        return self.write(op, run)
+
     def _call(self, op: str, fn: Callable[[], T], *, retry_for: float = 0.0) -> T:
         """Run ``fn``, retrying a failure with jittered backoff for up to ``retry_for`` seconds.
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
@@ -19,7 +18,6 @@ from .tables import prompts
 if TYPE_CHECKING:
     from . import Store
 
-T = TypeVar("T")
 
 _LATEST = sa.select(sa.func.max(prompts.c.version)).where(prompts.c.id == sa.bindparam("id"))
 _VERSION = sa.select(prompts).where(prompts.c.id == sa.bindparam("id"), prompts.c.version == sa.bindparam("version"))
@@ -45,20 +43,6 @@ class PromptStore:
     def __init__(self, store: Store):
         self._store = store
 
-    def _read(self, op: str, fn: Callable[[sa.Connection], T]) -> T:
-        def run() -> T:
-            with self._store.engine.connect() as conn:
-                return fn(conn)
-
-        return self._store.read(op, run)
-
-    def _write(self, op: str, fn: Callable[[sa.Connection], T]) -> T:
-        def run() -> T:
-            with self._store.engine.begin() as conn:
-                return fn(conn)
-
-        return self._store.write(op, run)
-
     def create(self, prompt_id: str, body: dict) -> StoredPrompt:
         """A new prompt, version 1. A retry after a lost acknowledgement finds its own row: done, as asked."""
         prompt = StoredPrompt(prompt_id, 1, time.time(), body)
@@ -67,7 +51,7 @@ class PromptStore:
             if conn.execute(_LATEST, {"id": prompt_id}).scalar() is None:
                 conn.execute(prompts.insert(), _row(prompt))
 
-        self._write("prompt_create", write)
+        self._store.write_in("prompt_create", write)
         return prompt
 
     def add_version(self, prompt_id: str, body: dict) -> StoredPrompt | None:
@@ -87,7 +71,7 @@ class PromptStore:
 
         for attempt in range(_TRIES):
             try:
-                return self._write("prompt_add_version", write)
+                return self._store.write_in("prompt_add_version", write)
             except IntegrityError:
                 if attempt == _TRIES - 1:
                     raise
@@ -106,7 +90,7 @@ class PromptStore:
             row = conn.execute(_VERSION, {"id": prompt_id, "version": latest if version is None else version}).first()
             return row, latest
 
-        row, latest = self._read("prompt_get", read)
+        row, latest = self._store.read_in("prompt_get", read)
         return (None if row is None else _prompt(row)), latest
 
     def latest(self, *, after: str | None = None, limit: int = 20) -> list[StoredPrompt]:
@@ -125,7 +109,7 @@ class PromptStore:
             .join(heads, sa.and_(prompts.c.id == heads.c.id, prompts.c.version == heads.c.version))
             .order_by(prompts.c.id)
         )
-        rows = self._read("prompt_list", lambda conn: conn.execute(query).all())
+        rows = self._store.read_in("prompt_list", lambda conn: conn.execute(query).all())
         return [_prompt(row) for row in rows]
 
     def delete(self, prompt_id: str) -> bool:
@@ -134,7 +118,7 @@ class PromptStore:
         def write(conn: sa.Connection) -> bool:
             return bool(conn.execute(prompts.delete().where(prompts.c.id == prompt_id)).rowcount)
 
-        return self._write("prompt_delete", write)
+        return self._store.write_in("prompt_delete", write)
 
 
 def _row(prompt: StoredPrompt) -> dict:
