@@ -308,9 +308,10 @@ def test_a_frozen_database_gives_503_in_time_and_never_freezes_a_worker_or_the_m
         )
         assert max(health) < 1.0
         # Each request ends within the store's bound (a write's retries and every wait in them, its wait
-        # behind other records of its worker, a connect to the frozen server): 2.03 s at most in runs of
-        # this test alone; once, in a whole-suite run, one took 3.9 s. Blocked, they took the whole stall.
-        late = [(round(d, 2), r["i"], r["status"], r["stream"]) for d, r in stalled if d >= 2 * write_timeout + 1]
+        # behind other records of its worker, a connect to the frozen server), plus what the CPU adds: 2.10 s
+        # at most in runs of this test alone; with two busy processes beside it (half the requests made),
+        # 3.56 s; in one CI run, 5.56 s. Blocked, they took the whole stall (or the worker was killed at 8 s).
+        late = [(round(d, 2), r["i"], r["status"], r["stream"]) for d, r in stalled if d >= 3 * write_timeout + 1]
         assert not late, late
         said_done = ("", "response.completed")  # a 200 JSON answer, or a stream's success
         acknowledged = [r for _, r in stalled if r["status"] == 200 and r.get("terminal", "") in said_done]
