@@ -325,11 +325,47 @@ class Spend:
                 "output_tokens": tokens.output,
                 "reasoning_tokens": tokens.reasoning,
                 "cost_usd": cost,
+                "duration_ms": (time.perf_counter() - trace.started) * 1000,
+                "retries": trace.retries,
+                "fallbacks": trace.fallbacks,
+                "http_status": None,
+                "error": None,
             }
         )
         trace.charged(cost)
         self._observer.charged(provider.name, model, caller.gateway_key, cost)
         return cost
+
+    def refused(self, trace: Trace, who: str, http_status: int, error: str) -> None:
+        """A request that ended in an error before any response was charged (a provider's error, a limit, a
+        store outage): a usage row of kind "error" that costs nothing, so that the console's traffic shows
+        failures beside the calls. The usage report and the budgets leave these rows out.
+        """
+        now = time.time()
+        self._usage.add(
+            {
+                "at": now,
+                "day": self._utc_day(now),
+                "who": who[:128],
+                "provider": (trace.provider or "")[:64],
+                "model": (trace.model or "")[:256],
+                "kind": "error",
+                "response_id": None,
+                "trace_id": trace.trace_id[:128] or None,
+                "status": "error",
+                "input_tokens": 0,
+                "cached_tokens": 0,
+                "cache_write_tokens": 0,
+                "output_tokens": 0,
+                "reasoning_tokens": 0,
+                "cost_usd": ZERO,
+                "duration_ms": (time.perf_counter() - trace.started) * 1000,
+                "retries": trace.retries,
+                "fallbacks": trace.fallbacks,
+                "http_status": http_status,
+                "error": error[:64],
+            }
+        )
 
     def _utc_day(self, now: float) -> str:
         number = int(now // 86400)

@@ -63,13 +63,35 @@ def init_app(app: Flask) -> None:
         if trace is None:
             return resp
         resp.headers["x-portkey-trace-id"] = trace.trace_id
-        trace.status = resp.status_code
+        status = trace.status = resp.status_code
         if trace.path in _UNOBSERVED:
             return resp
-        observer = current_services().observer
+        svc = current_services()
+        if status >= 400 and trace.tenant is not None and trace.path in _CALLS and trace.cost_usd is None:
+            _refused(svc, trace, resp)
+        observer = svc.observer
         # Called when the last byte has gone, or the client went away: for streams that is their real end.
         resp.call_on_close(lambda: observer.finish(trace))
         return resp
+
+
+# The calls whose refusals are kept beside their usage (the console's traffic): a create, a compaction, a count.
+_CALLS = frozenset({"/v1/responses", "/v1/responses/compact", "/v1/responses/input_tokens"})
+
+
+def _refused(svc: Services, trace: Trace, resp: Response) -> None:
+    """A known caller's call that ended in an error with nothing charged: a usage row of kind "error"."""
+    if trace.unpriced or trace.method != "POST":
+        return
+    code = trace.error
+    if code is None:  # a provider's own error, passed on: its code, else its type
+        body = resp.get_json(silent=True) if resp.mimetype == "application/json" else None
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            code = error.get("code") or error.get("type")
+    tenant = trace.tenant or ""
+    who = tenant[4:] if tenant.startswith("key:") else tenant
+    svc.spend.refused(trace, who, resp.status_code, code if isinstance(code, str) else f"http_{resp.status_code}")
 
 
 def json_body() -> dict:

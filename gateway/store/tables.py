@@ -153,7 +153,7 @@ usage = Table(
     Column("who", String(128), nullable=False),
     Column("provider", String(64), nullable=False),
     Column("model", String(256), nullable=False),
-    Column("kind", String(16), nullable=False),  # response | compaction | input_tokens
+    Column("kind", String(16), nullable=False),  # response | compaction | input_tokens | error
     Column("response_id", String(128)),
     Column("trace_id", String(128)),
     Column("status", String(32)),
@@ -163,6 +163,14 @@ usage = Table(
     Column("output_tokens", BigInteger, nullable=False),  # reasoning tokens included
     Column("reasoning_tokens", BigInteger, nullable=False),
     Column("cost_usd", Numeric(24, 12)),  # None: no known price for the model
+    # What the operator's console shows of the call: the time from the request's arrival to its final response
+    # (or its refusal), the retries and fallbacks its routing made, and for a request that ended in an error
+    # before any response (kind "error", charged nothing) its HTTP status and error code.
+    Column("duration_ms", Float),
+    Column("retries", SmallInteger),
+    Column("fallbacks", SmallInteger),
+    Column("http_status", SmallInteger),
+    Column("error", String(64)),
 )
 # What a caller spent since a time (budgets: a UTC day, a month) is one range of this index, cost included so
 # that the sum is read from the index alone.

@@ -156,10 +156,10 @@ class UsageStore:
             with store.engine.begin() as conn:
                 # The driver's own executemany: SQLAlchemy's per-row work tripled the cost of a row.
                 if conn.dialect.name == "sqlite":  # sqlite3 binds no Decimal: the NUMERIC column takes its text
-                    rows = [tuple(_text(row[c]) for c in _COLUMNS) for row in batch]
+                    rows = [tuple(_text(row.get(c)) for c in _COLUMNS) for row in batch]
                     conn.exec_driver_sql(_INSERT_QMARK, rows)
                 else:
-                    conn.exec_driver_sql(_INSERT_FORMAT, [tuple(row[c] for c in _COLUMNS) for row in batch])
+                    conn.exec_driver_sql(_INSERT_FORMAT, [tuple(row.get(c) for c in _COLUMNS) for row in batch])
 
         try:
             if retry:
@@ -229,7 +229,8 @@ class UsageStore:
         query = (
             sa.select(*groups, sa.func.count().label("requests"), *sums, sa.func.sum(usage.c.cost_usd).label("cost"))
             .add_columns(unpriced)
-            .where(usage.c.at >= since, usage.c.at < until)
+            # Requests refused before any response (the console's rows of kind "error") used and cost nothing.
+            .where(usage.c.at >= since, usage.c.at < until, usage.c.kind != "error")
             .group_by(*[GROUPS[name] for name in group_by])
             .order_by(*[GROUPS[name] for name in group_by])
         )
