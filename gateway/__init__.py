@@ -30,6 +30,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     services.init_app(app, settings)
     errors.init_app(app)
     api.init_app(app)
+    if settings.admin_key:  # the operator's console exists only with an admin key to log in with
+        from . import console
+
+        console.init_app(app)
     return app
 
 

@@ -250,6 +250,11 @@ class Settings:
         "gunicorn's own lines included",
     )
     log_prompts: bool = _setting(False, "put each request's `input` and `instructions` in its access log line")
+    console_show_content: bool = _setting(
+        False,
+        "let the console (`/console`, on when `admin_key` is set) show the input and output of stored responses, "
+        "conversations and background runs; off, it shows their usage, cost, timing and item types only",
+    )
     metrics_token: str = _setting(
         "", "when set, `/metrics` asks for `Authorization: Bearer <token>` (for gateways exposed without nginx)"
     )
@@ -348,7 +353,8 @@ class Settings:
     admin_key: str = _setting(
         "",
         'digest (`"sha256:<hex>"`, as gateway keys are written) of the operator\'s admin key, which the '
-        "`/v1/gateway/` endpoints (prompt templates, the usage report) ask for; empty: those endpoints answer 404",
+        "`/v1/gateway/` endpoints (prompt templates, the usage report) and the console (`/console`) ask for; empty: "
+        "those endpoints answer 404",
     )
     prices: dict = _setting(
         {},
@@ -483,13 +489,14 @@ def _read_file(path: str) -> dict[str, Any]:
         raise SettingsError(f"not valid TOML: {exc}", source=path) from None
 
 
-_SECRETS = frozenset({"key_salt", "metrics_token", "api_key"})
+# Digests are not keys, but a short key could be found from its digest: they are masked too.
+_SECRETS = frozenset({"key_salt", "metrics_token", "api_key", "admin_key", "digest"})
 
 
 def _mask(name: str, value: Any) -> Any:
     if name in _SECRETS and value:
         return "***"
-    if name in ("store_url", "background_queue", "base_url") and isinstance(value, str):
+    if name in ("store_url", "background_queue", "base_url", "limits_store") and isinstance(value, str):
         # user:password@host -> user:***@host
         return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", value)
     if name in ("headers", "query") and isinstance(value, dict):

@@ -19,6 +19,7 @@ from .. import greenlets
 from ..errors import UpstreamError
 from ..items import REFERENCE, FoundItem, input_items_of, mint_item_id
 from .background import ACTIVE, BackgroundStore, delete_runs
+from .console import ConsoleStore
 from .conversations import ConversationStore, StoredConversation, append_in, resendable
 from .engine import Database, Observe, make_engine
 from .group import GroupCommit
@@ -125,6 +126,7 @@ class Store(Database):
         self.background = BackgroundStore(self)
         self.prompts = PromptStore(self)
         self.limits = LimitStore(self)
+        self.console = ConsoleStore(self)
         # ``usage_lost(n)``: n usage rows could not be kept (the metrics hook).
         self.usage = UsageStore(self, lost=usage_lost)
         # Under gevent, records made in one turn of the worker's event loop share a transaction (group.py).
