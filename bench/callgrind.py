@@ -224,6 +224,8 @@ def measure(tree: Path, upstream: str, args: argparse.Namespace) -> float:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])),
         "PYTHONHASHSEED": "0",
     }
+    if args.console:  # an admin key: the operator's console is served beside the API
+        env["GATEWAY_ADMIN_KEY"] = "sha256:" + "0" * 64
     found = subprocess.run(
         [sys.executable, "-c", "import gateway; print(gateway.__file__)"],
         env={**os.environ, **env},
@@ -318,6 +320,7 @@ def main() -> None:
         "--provider", choices=("native", "emulated"), default="native", help="pass-through, or over Chat Completions"
     )
     parser.add_argument("--tools", type=int, default=0, help="function tools in each request")
+    parser.add_argument("--console", action="store_true", help="with an admin key set, so the console served")
     parser.add_argument("--requests", type=int, default=300, help="requests measured")
     parser.add_argument("--warmup", type=int, default=100, help="requests before instrumentation is on")
     parser.add_argument("--keep", action="store_true", help="keep the callgrind dumps (for callgrind_annotate)")

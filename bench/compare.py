@@ -2,7 +2,7 @@
 """This gateway against a direct call and against the peer gateways, in one run on one machine.
 
     python bench/compare.py [--peers portkey,litellm] [--concurrency 1,16,64] [--streams 100,500,1000]
-                            [--rounds 3] [--against REV] [--store on|off] [--emulated] [--limits]
+                            [--rounds 3] [--against REV] [--store on|off] [--emulated] [--limits] [--console]
 
 For each target (direct to the fake provider, this gateway under gunicorn with its SQLite store on, the
 Chat Completions emulation with --emulated, and the peers named): non-streaming latency and requests per
@@ -159,7 +159,12 @@ def _against(rev: str) -> tuple[Path, str]:
 
 @contextlib.contextmanager
 def gateway(
-    emulated: bool, workers: int, root: Path = ROOT, python: str = sys.executable, limited: bool = False
+    emulated: bool,
+    workers: int,
+    root: Path = ROOT,
+    python: str = sys.executable,
+    limited: bool = False,
+    console: bool = False,
 ) -> Iterator[dict]:
     store = _free_store()
     env = {
@@ -171,6 +176,8 @@ def gateway(
     }
     if workers:
         env["GATEWAY_WORKERS"] = str(workers)
+    if console:  # an admin key, so the operator's console is served beside the API (nobody opens it here)
+        env["GATEWAY_ADMIN_KEY"] = "sha256:" + hashlib.sha256(b"bench-admin").hexdigest()
     key = UPSTREAM_KEY
     if limited:
         # A gateway key with every limit (none ever reached) and a price for the model: what checking the
@@ -604,6 +611,9 @@ def main() -> None:
     parser.add_argument("--peers", default="", help="comma-separated: portkey, litellm")
     parser.add_argument("--emulated", action="store_true", help="also measure the Chat Completions emulation")
     parser.add_argument(
+        "--console", action="store_true", help="also measure this tree with an admin key set (the console served)"
+    )
+    parser.add_argument(
         "--limits", action="store_true", help="also measure this tree with a gateway key that has limits (none hit)"
     )
     parser.add_argument("--concurrency", default="1,16,64")
@@ -634,6 +644,8 @@ def main() -> None:
         targets.append((label, lambda: gateway(False, args.workers, src, python)))
     if args.limits:
         targets.append(("gateway+limits", lambda: gateway(False, args.workers, limited=True)))
+    if args.console:
+        targets.append(("gateway+console", lambda: gateway(False, args.workers, console=True)))
     if args.emulated:
         targets += [("direct-chat", lambda: direct(True)), ("gateway-emulated", lambda: gateway(True, args.workers))]
         if args.against:
