@@ -52,7 +52,6 @@ def input_items_of(request_input: Any, *, mint: bool = True) -> list[dict]:
     return raw
 
 
-
 _INPUT_ROLES = frozenset({"user", "system", "developer"})
 # Items whose status the SDK types require; the API reports what it was given as done.
 _WITH_STATUS = frozenset({"message", "function_call", "function_call_output"})

@@ -130,4 +130,3 @@ class ConnectionMemory:
         while self._held and (len(self._held) > self.max_responses or total > self.max_bytes):
             _, oldest = self._held.popitem(last=False)
             total -= oldest.size
-

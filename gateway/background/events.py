@@ -116,4 +116,3 @@ def failed(message: str) -> Callable[[dict, list[dict], int], tuple[dict, dict]]
 def frame(kind: str, body: str) -> bytes:
     """A stored event as SSE, as it was first sent."""
     return b"event: " + kind.encode() + b"\ndata: " + body.encode() + b"\n\n"
-
