@@ -496,9 +496,8 @@ _SECRETS = frozenset({"key_salt", "metrics_token", "api_key", "admin_key", "dige
 def _mask(name: str, value: Any) -> Any:
     if name in _SECRETS and value:
         return "***"
-    if name in ("store_url", "background_queue", "base_url", "limits_store") and isinstance(value, str):
-        # user:password@host -> user:***@host
-        return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", value)
+    if isinstance(value, str) and "://" in value:
+        return _mask_url(value)
     if name in ("headers", "query") and isinstance(value, dict):
         # A provider's extra headers and query parameters often carry its credentials (api-key, key=...).
         return {k: "***" for k in value}
@@ -507,6 +506,26 @@ def _mask(name: str, value: Any) -> Any:
     if isinstance(value, list):
         return [_mask(name, v) for v in value]
     return value
+
+
+# Query parameters that carry credentials in URLs (libpq's password=, Redis's password=, key=, token=, sig=...).
+_URL_SECRET = re.compile(
+    r"(?i)([?&](?:password|passwd|pwd|key|api[-_]?key|access[-_]?token|token|secret|sig|signature)=)[^&#]*"
+)
+
+
+def _mask_url(url: str) -> str:
+    """Any URL with its credentials masked: ``user:password@`` -> ``user:***@`` (a password may hold ``/``:
+    the last ``@`` before the query ends it), a user alone (often a token) -> ``***@``, and credential-like
+    query parameters -> ``name=***``.
+    """
+    scheme, sep, rest = url.partition("://")
+    head = re.split(r"[?#]", rest, maxsplit=1)[0]
+    at = head.rfind("@")
+    if at >= 0:
+        user, colon, _ = head[:at].partition(":")
+        rest = (f"{user}:***" if colon else "***") + rest[at:]
+    return scheme + sep + _URL_SECRET.sub(r"\1***", rest)
 
 
 def runtime_path(name: str) -> str:

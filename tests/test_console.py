@@ -457,3 +457,50 @@ def test_a_limit_refusal_is_a_traffic_row_and_the_report_leaves_it_out(settings)
         assert "403 model_not_allowed" in page and '<td class="status">completed' not in page
     finally:
         close_app(app)
+
+
+def test_logins_count_against_the_client_nginx_names_and_ipv6_by_its_64():
+    from gateway.console.session import client_address
+
+    assert client_address("192.0.2.1", None) == "192.0.2.1"
+    # Only this host's proxy is believed, and only the address it appended last.
+    assert client_address("127.0.0.1", "10.9.9.9, 198.51.100.4") == "198.51.100.4"
+    assert client_address("192.0.2.1", "198.51.100.4") == "192.0.2.1"
+    assert client_address("2001:db8:1:2:3:4:5:6", None) == client_address("2001:db8:1:2:ffff::1", None)
+    assert client_address("::ffff:192.0.2.9", None) == "192.0.2.9"
+
+
+def test_settings_shown_with_every_credential_in_a_url_masked():
+    from gateway.config import Settings
+
+    shown = Settings.load(
+        {
+            "store_url": "postgresql://u:pa/ss@db.example/gw?sslmode=require&password=other",
+            "limits_store": "redis://:secret@cache.example:6379/2",
+            "background_queue": "redis://cache.example/1?password=hunter2",
+            "admin_key": key_digest(ADMIN),
+            "keys": {"team-a": {"digest": key_digest(TEAM_A), "providers": {"openai": {"api_key": "sk-live"}}}},
+        },
+        environ={},
+    ).masked()
+    text = repr(shown)
+    for secret in ("pa/ss", "other", "secret", "hunter2", "sk-live", key_digest(ADMIN), key_digest(TEAM_A)):
+        assert secret not in text, secret
+    assert shown["store_url"] == "postgresql://u:***@db.example/gw?sslmode=require&password=***"
+
+
+def test_refusal_rows_give_way_to_charged_rows_while_the_store_cannot_take_them(settings):
+    app = create_app(settings)
+    try:
+        usage = app.extensions["gateway"].store.usage
+        usage.max_pending = 10
+        usage.interval = 3600  # the writer waits: rows stay pending
+        lost = []
+        usage._lost = lost.append
+        for kind in ["error"] * 8 + ["response"] * 8:
+            usage.add({"kind": kind})
+        kinds = [row["kind"] for row in usage._pending]
+        assert kinds.count("error") == 5 and kinds.count("response") == 5 and sum(lost) == 3
+        usage._pending.clear()
+    finally:
+        close_app(app)

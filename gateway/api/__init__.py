@@ -80,8 +80,15 @@ _CALLS = frozenset({"/v1/responses", "/v1/responses/compact", "/v1/responses/inp
 
 
 def _refused(svc: Services, trace: Trace, resp: Response) -> None:
-    """A known caller's call that ended in an error with nothing charged: a usage row of kind "error"."""
+    """A known caller's call that ended in an error with nothing charged: a usage row of kind "error".
+
+    Only a gateway key's, or a call that reached a provider: with provider keys allowed any made-up key is a
+    caller, whose junk must not fill the usage table.
+    """
     if trace.unpriced or trace.method != "POST":
+        return
+    tenant = trace.tenant or ""
+    if not tenant.startswith("key:") and trace.provider is None:
         return
     code = trace.error
     if code is None:  # a provider's own error, passed on: its code, else its type
@@ -89,7 +96,6 @@ def _refused(svc: Services, trace: Trace, resp: Response) -> None:
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):
             code = error.get("code") or error.get("type")
-    tenant = trace.tenant or ""
     who = tenant[4:] if tenant.startswith("key:") else tenant
     svc.spend.refused(trace, who, resp.status_code, code if isinstance(code, str) else f"http_{resp.status_code}")
 

@@ -37,7 +37,7 @@ from ..limits import Unavailable
 from ..services import current_services
 from ..store.console import FILTERS, STATUSES
 from ..store.usage import period_start
-from .session import COOKIE, LOGIN_COOKIE, LOGIN_MAX_AGE, MAX_AGE, Sessions, same_token
+from .session import COOKIE, LOGIN_COOKIE, LOGIN_MAX_AGE, MAX_AGE, Sessions, client_address, same_token
 
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates", static_folder="static")
 
@@ -123,6 +123,10 @@ def _cookie(resp: Response, name: str, value: str, max_age: int) -> None:
     )
 
 
+def _forget(resp: Response, name: str) -> None:
+    resp.delete_cookie(name, path="/console", secure=request.is_secure, httponly=True, samesite="Strict")
+
+
 # ---------------------------------------------------------------------------------------------------- login
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response:
@@ -134,7 +138,7 @@ def login() -> Response:
     if not same_token(request.form.get("csrf"), sessions.login_token(request.cookies.get(LOGIN_COOKIE))):
         return _login_form("The login form had expired or was not this gateway's: try again.", 403)
     try:
-        allowed = sessions.attempt(request.remote_addr or "-")
+        allowed = sessions.attempt(client_address(request.remote_addr, request.headers.get("X-Forwarded-For")))
     except Unavailable:
         return _login_form("Logins are counted where the limits are, which cannot be reached now.", 503)
     if not allowed:
@@ -146,7 +150,7 @@ def login() -> Response:
     value, _ = sessions.start()
     resp = redirect(url_for("console.traffic"))
     _cookie(resp, COOKIE, value, MAX_AGE)
-    resp.delete_cookie(LOGIN_COOKIE, path="/console")
+    _forget(resp, LOGIN_COOKIE)
     return resp
 
 
@@ -161,7 +165,7 @@ def _login_form(error: str | None = None, status: int = 200) -> Response:
 def logout() -> Response:
     _sessions().end(g.console_session)
     resp = redirect(url_for("console.login"))
-    resp.delete_cookie(COOKIE, path="/console")
+    _forget(resp, COOKIE)
     return resp
 
 
@@ -308,8 +312,13 @@ def spend() -> str:
     reads = svc.store.console
     now = time.time()
     day, month = period_start("day", now), period_start("month", now)
-    hourly = {by: _series(reads.spend_series(now - 86400, 3600, by), now - 86400, 3600) for by in ("key", "provider")}
-    daily = {by: _series(reads.spend_series(now - 30 * 86400, 86400, by), now - 30 * 86400, 86400) for by in FILTERS}
+    hourly = {
+        by: _series(reads.spend_series(now - 86400, 3600, by), now - 86400, 3600, by) for by in ("key", "provider")
+    }
+    daily = {
+        by: _series(reads.spend_series(now - 30 * 86400, 86400, by), now - 30 * 86400, 86400, by)
+        for by in ("key", "model")
+    }
     today = {by: reads.totals(day, by) for by in FILTERS}
     return _page(
         "spend.html",
@@ -320,8 +329,9 @@ def spend() -> str:
     )
 
 
-def _series(points: list[tuple[int, str, Decimal]], since: float, bucket: int) -> dict:
-    """uPlot's data: the buckets' start times, and one list of USD per group (the 8 costliest, then "other")."""
+def _series(points: list[tuple[int, str, Decimal]], since: float, bucket: int, by: str) -> dict:
+    """uPlot's data: the buckets' start times, and one list of USD per group (the 8 costliest, then the rest
+    together)."""
     start = int(since // bucket) * bucket
     slots = list(range(start, int(time.time() // bucket) * bucket + 1, bucket))
     index = {slot: i for i, slot in enumerate(slots)}
@@ -330,14 +340,18 @@ def _series(points: list[tuple[int, str, Decimal]], since: float, bucket: int) -
         totals[name] = totals.get(name, Decimal(0)) + cost
     top = sorted(totals, key=lambda name: (-totals[name], name))[:8]
     series = {name: [0.0] * len(slots) for name in top}
+    rest: list[float] | None = None  # apart from the named ones: a group may be called "other" itself
     for slot, name, cost in points:
         if slot not in index:
             continue
         line = series.get(name)
         if line is None:
-            line = series.setdefault("other", [0.0] * len(slots))
+            line = rest = rest or [0.0] * len(slots)
         line[index[slot]] += float(cost)
-    return {"x": slots, "series": [{"name": _who(name), "values": values} for name, values in series.items()]}
+    named = [{"name": _who(name) if by == "key" else name, "values": values} for name, values in series.items()]
+    if rest is not None:
+        named.append({"name": f"the {len(totals) - len(top)} others", "values": rest})
+    return {"x": slots, "series": named}
 
 
 def _limits(svc: Any, day: float, month: float) -> list[dict]:

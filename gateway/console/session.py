@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
 from typing import Any
@@ -96,3 +97,23 @@ def same_token(given: Any, expected: Any) -> bool:
     if not isinstance(given, str) or not isinstance(expected, str) or not given or not expected:
         return False
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def client_address(peer: str | None, forwarded: str | None) -> str:
+    """The address a login is counted against: the peer's, or, when the peer is this host (nginx beside the
+    gateway, as deploy/nginx.conf runs it; gunicorn trusts only 127.0.0.1's forwarded headers too), the
+    address nginx appended last to X-Forwarded-For. IPv6 addresses count by their /64, which one client holds.
+    Behind a proxy elsewhere every client has that proxy's address, and the limit is the site's.
+    """
+    address = peer or "-"
+    if forwarded and address in ("127.0.0.1", "::1"):
+        address = forwarded.rsplit(",", 1)[-1].strip() or address
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if parsed.version == 4:
+        return str(parsed)
+    if parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{parsed}/64", strict=False))

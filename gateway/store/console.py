@@ -86,16 +86,19 @@ class ConsoleStore:
         """(bucket start, group, USD) of the priced rows since ``since``, ``bucket`` seconds wide, grouped by
         ``by`` (a FILTERS name)."""
         column = FILTERS[by]
+        # The bucket's width as a literal, not a bound parameter: the same expression is selected and grouped
+        # by, and a driver that numbers its parameters would see two different ones.
+        width = sa.literal_column(str(int(bucket)))
         if self._store.engine.dialect.name == "sqlite":
-            slot: Any = sa.cast(usage.c.at / bucket, sa.Integer)  # truncation: the floor of a positive time
+            slot: Any = sa.cast(usage.c.at / width, sa.Integer)  # truncation: the floor of a positive time
         else:
-            slot = sa.func.floor(usage.c.at / bucket)
-        slot = slot.label("slot")
+            slot = sa.func.floor(usage.c.at / width)
+        since = since // bucket * bucket  # the first bucket whole
         query = (
-            sa.select(slot, column.label("name"), sa.func.sum(usage.c.cost_usd).label("cost"))
+            sa.select(slot.label("slot"), column.label("name"), sa.func.sum(usage.c.cost_usd).label("cost"))
             .where(usage.c.at >= since, usage.c.kind != "error")
-            .group_by(slot, column)
-            .order_by(slot)
+            .group_by(sa.literal_column("slot"), column)
+            .order_by(sa.literal_column("slot"))
         )
 
         def read(conn: sa.Connection) -> list:
@@ -124,8 +127,9 @@ class ConsoleStore:
 
     # ------------------------------------------------------------------ health
     def error_rates(self, since: float) -> list[dict]:
-        """Per provider since ``since``: calls, and the failed ones (refused before a response, or ``failed``)."""
-        failed = sa.case((sa.or_(usage.c.kind == "error", usage.c.status == "failed"), 1), else_=0)
+        """Per provider since ``since``: calls, and the failed ones: a response that ended ``failed``, or a call
+        that ended in a 5xx before any response (a caller's own 4xx, a limit's 429, are not the provider's)."""
+        failed = sa.case((sa.or_(usage.c.http_status >= 500, usage.c.status == "failed"), 1), else_=0)
         query = (
             sa.select(
                 usage.c.provider.label("provider"),
@@ -223,8 +227,10 @@ class ConsoleStore:
         now = time.time()
 
         def write(conn: sa.Connection) -> None:
-            ended = conn.execute(sa.select(meta.c.key, meta.c.value).where(meta.c.key.like(_ENDED + "%")))
-            stale = [key for key, value in ended if float(value) < now]
+            ended = conn.execute(
+                sa.select(meta.c.key, meta.c.value).where(meta.c.key.startswith(_ENDED, autoescape=True))
+            )
+            stale = [key for key, value in ended if _expiry(value) < now]
             if stale:
                 conn.execute(meta.delete().where(meta.c.key.in_(stale)))
             conn.execute(meta.delete().where(meta.c.key == _ENDED + sid))
@@ -238,3 +244,10 @@ class ConsoleStore:
 
 
 _ENDED = "console_ended:"
+
+
+def _expiry(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return 0.0  # not one of ours: gone with the stale ones

@@ -114,6 +114,8 @@ Index("gw_runs_tenant_status", runs.c.tenant, runs.c.status)
 # Expired leases are looked for among live runs; event retention counts from a run's end.
 Index("gw_runs_status_lease", runs.c.status, runs.c.lease_until)
 Index("gw_runs_ended_at", runs.c.ended_at)
+# The console's list of the latest runs.
+Index("gw_runs_created_at", runs.c.created_at)
 
 # Every event of a background run, numbered as the client sees it: replayed from any number on any host.
 events = Table(
@@ -177,6 +179,8 @@ usage = Table(
 Index("gw_usage_who_at", usage.c.who, usage.c.at, usage.c.cost_usd)
 # The report's range of time, and the purge's.
 Index("gw_usage_at", usage.c.at)
+# A response's rows (the console's page of a response).
+Index("gw_usage_response_id", usage.c.response_id)
 
 
 def page(conn: sa.Connection, table: sa.Table, where: list, *, after: str | None, order: str, limit: int) -> list[dict]:

@@ -93,7 +93,12 @@ class UsageStore:
     # ------------------------------------------------------------------ writes
     def add(self, row: dict) -> None:
         """Queue one row (the columns of ``gw_usage`` but ``id``); written within ``interval``. Never raises."""
-        if len(self._pending) >= self.max_pending:
+        pending = len(self._pending)
+        if pending >= self.max_pending // 2 and row["kind"] == "error":
+            # A refusal's row (the console's; nothing charged) gives way first: while the store is down every
+            # request is refused, and those rows must not crowd out the rows of calls a provider charged for.
+            return
+        if pending >= self.max_pending:
             self._lose(1)
             return
         self._pending.append(row)
