@@ -124,7 +124,7 @@ def _cookie(resp: Response, name: str, value: str, max_age: int) -> None:
 
 
 def _forget(resp: Response, name: str) -> None:
-    resp.delete_cookie(name, path="/console", secure=request.is_secure, httponly=True, samesite="Strict")
+    _cookie(resp, name, "", 0)  # expired at once, with the flags it was set with
 
 
 # ---------------------------------------------------------------------------------------------------- login
